@@ -1,0 +1,61 @@
+//! The library's error type. Every variant that comes from a file names the file, so the
+//! binary can print one line that tells the user what to fix.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A malformed line or value inside a data file.
+    #[error("{path}:{line}: {msg}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        msg: String,
+    },
+    /// A data file that parses but is inconsistent (unknown ids, wrong token counts...).
+    #[error("{path}: {msg}")]
+    Data { path: PathBuf, msg: String },
+    /// A checkpoint folder that is missing pieces, corrupt, or does not fit the dataset.
+    #[error("{path}: {msg}")]
+    Model { path: PathBuf, msg: String },
+    /// A bad combination of options (N < K, unknown method...). `what` names the flag.
+    #[error("{what}: {msg}")]
+    Invalid { what: String, msg: String },
+    #[error("tensor error: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+    pub fn data(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Data {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+    pub fn model(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Model {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+    pub fn invalid(what: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Invalid {
+            what: what.into(),
+            msg: msg.into(),
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Evaluation: ranking metrics over generated identifiers.
+
+pub mod metrics;

@@ -1,0 +1,8 @@
+//! Item identifiers: the token vocabulary of the compact prompt and the prefix constraint that
+//! keeps beam search on real items.
+
+mod automaton;
+mod vocab;
+
+pub use automaton::PrefixAutomaton;
+pub use vocab::{Identifier, Vocab, BOS, EOS, ID_LEN, PAD, SEP, SPECIALS};

@@ -1,0 +1,310 @@
+//! The LLaMA decoder: RMSNorm, rotary positions, SwiGLU MLP, grouped-query attention.
+//!
+//! Unlike candle-transformers' llama, the caller passes explicit position ids and an explicit
+//! additive mask (tree attention needs both), asks for logits at chosen rows only, and owns the
+//! [`KvCache`]. The same weights run two ways: the fused inference kernels (no autograd) and a
+//! differentiable path built from plain ops for training.
+
+use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_transformers::utils::repeat_kv;
+
+use super::cache::KvCache;
+use super::config::LlamaConfig;
+
+#[derive(Clone, Debug)]
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+#[derive(Clone, Debug)]
+struct Mlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+#[derive(Clone, Debug)]
+struct Block {
+    attn: Attention,
+    mlp: Mlp,
+    norm_in: Tensor,
+    norm_post: Tensor,
+}
+
+/// Rotary tables gathered for one pass's position ids.
+pub struct Rotary {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+/// The decoder's weights. Cheap to clone (tensors are reference counted).
+#[derive(Clone, Debug)]
+pub struct Llama {
+    cfg: LlamaConfig,
+    embed: Embedding,
+    blocks: Vec<Block>,
+    norm: Tensor,
+    lm_head: Linear,
+    cos_table: Tensor,
+    sin_table: Tensor,
+    dtype: DType,
+    device: Device,
+}
+
+fn linear(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Linear> {
+    let w = vb.get((out_dim, in_dim), "weight")?;
+    Ok(Linear::new(w, None))
+}
+
+impl Llama {
+    /// Builds the decoder from tensors named as in Hugging Face's `LlamaForCausalLM`.
+    pub fn new(cfg: &LlamaConfig, vb: VarBuilder) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let hd = cfg.head_dim();
+        let m = vb.pp("model");
+        let embed_w = m.get((cfg.vocab_size, h), "embed_tokens.weight")?;
+        let embed = Embedding::new(embed_w.clone(), h);
+        let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let b = m.pp(format!("layers.{i}"));
+            let a = b.pp("self_attn");
+            let attn = Attention {
+                q: linear(a.pp("q_proj"), h, cfg.num_attention_heads * hd)?,
+                k: linear(a.pp("k_proj"), h, cfg.kv_heads() * hd)?,
+                v: linear(a.pp("v_proj"), h, cfg.kv_heads() * hd)?,
+                o: linear(a.pp("o_proj"), cfg.num_attention_heads * hd, h)?,
+                heads: cfg.num_attention_heads,
+                kv_heads: cfg.kv_heads(),
+                head_dim: hd,
+            };
+            let p = b.pp("mlp");
+            let mlp = Mlp {
+                gate: linear(p.pp("gate_proj"), h, cfg.intermediate_size)?,
+                up: linear(p.pp("up_proj"), h, cfg.intermediate_size)?,
+                down: linear(p.pp("down_proj"), cfg.intermediate_size, h)?,
+            };
+            blocks.push(Block {
+                attn,
+                mlp,
+                norm_in: b.get(h, "input_layernorm.weight")?,
+                norm_post: b.get(h, "post_attention_layernorm.weight")?,
+            });
+        }
+        let norm = m.get(h, "norm.weight")?;
+        let lm_head = if cfg.tie_word_embeddings {
+            Linear::new(embed_w, None)
+        } else {
+            linear(vb.pp("lm_head"), h, cfg.vocab_size)?
+        };
+        let (cos_table, sin_table) = rope_tables(cfg, vb.device())?;
+        Ok(Llama {
+            cfg: cfg.clone(),
+            embed,
+            blocks,
+            norm,
+            lm_head,
+            cos_table,
+            sin_table,
+            dtype: vb.dtype(),
+            device: vb.device().clone(),
+        })
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.cfg
+    }
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Gathers the rotary tables for position ids shaped [batch, seq].
+    pub fn rotary(&self, positions: &Tensor) -> Result<Rotary> {
+        let (b, t) = positions.dims2()?;
+        let flat = positions.flatten_all()?;
+        let half = self.cfg.head_dim() / 2;
+        let cos = self
+            .cos_table
+            .index_select(&flat, 0)?
+            .reshape((b, t, half))?;
+        let sin = self
+            .sin_table
+            .index_select(&flat, 0)?
+            .reshape((b, t, half))?;
+        Ok(Rotary { cos, sin })
+    }
+
+    /// Runs the blocks and the final norm: hidden states [batch, seq, hidden].
+    ///
+    /// `mask` is additive, shaped [batch or 1, seq, cached + seq]; `cache`, when given, supplies
+    /// the earlier entries and receives this pass's keys and values. `differentiable` selects the
+    /// plain-op path that autograd can follow (training) instead of the fused kernels.
+    pub fn hidden(
+        &self,
+        tokens: &Tensor,
+        rotary: &Rotary,
+        mask: &Tensor,
+        mut cache: Option<&mut KvCache>,
+        differentiable: bool,
+    ) -> Result<Tensor> {
+        let mask = mask.to_dtype(self.dtype)?.unsqueeze(1)?;
+        let eps = self.cfg.rms_norm_eps as f32;
+        let mut x = self.embed.forward(tokens)?;
+        for (i, block) in self.blocks.iter().enumerate() {
+            let residual = &x;
+            let h = rms_norm(&x, &block.norm_in, eps, differentiable)?;
+            let h =
+                block
+                    .attn
+                    .forward(&h, rotary, &mask, cache.as_deref_mut(), i, differentiable)?;
+            let x1 = (residual + h)?;
+            let h = rms_norm(&x1, &block.norm_post, eps, differentiable)?;
+            let h = block.mlp.forward(&h)?;
+            x = (x1 + h)?;
+        }
+        rms_norm(&x, &self.norm, eps, differentiable)
+    }
+
+    /// Projects hidden states to vocabulary logits (always f32, whatever the weights' dtype).
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.lm_head.forward(hidden)?.to_dtype(DType::F32)
+    }
+
+    /// Named weights in Hugging Face layout, for saving.
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = vec![(
+            "model.embed_tokens.weight".to_string(),
+            self.embed.embeddings().clone(),
+        )];
+        for (i, b) in self.blocks.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            let a = &b.attn;
+            for (n, l) in [
+                ("q_proj", &a.q),
+                ("k_proj", &a.k),
+                ("v_proj", &a.v),
+                ("o_proj", &a.o),
+            ] {
+                out.push((format!("{p}.self_attn.{n}.weight"), l.weight().clone()));
+            }
+            let m = &b.mlp;
+            for (n, l) in [
+                ("gate_proj", &m.gate),
+                ("up_proj", &m.up),
+                ("down_proj", &m.down),
+            ] {
+                out.push((format!("{p}.mlp.{n}.weight"), l.weight().clone()));
+            }
+            out.push((format!("{p}.input_layernorm.weight"), b.norm_in.clone()));
+            out.push((
+                format!("{p}.post_attention_layernorm.weight"),
+                b.norm_post.clone(),
+            ));
+        }
+        out.push(("model.norm.weight".into(), self.norm.clone()));
+        if !self.cfg.tie_word_embeddings {
+            out.push(("lm_head.weight".into(), self.lm_head.weight().clone()));
+        }
+        out
+    }
+}
+
+fn rope_tables(cfg: &LlamaConfig, device: &Device) -> Result<(Tensor, Tensor)> {
+    let half = cfg.head_dim() / 2;
+    let inv: Vec<f32> = (0..half)
+        .map(|i| 1.0 / (cfg.rope_theta as f32).powf(2.0 * i as f32 / cfg.head_dim() as f32))
+        .collect();
+    let n = cfg.max_position_embeddings;
+    let mut cos = Vec::with_capacity(n * half);
+    let mut sin = Vec::with_capacity(n * half);
+    for p in 0..n {
+        for f in &inv {
+            let a = p as f32 * f;
+            cos.push(a.cos());
+            sin.push(a.sin());
+        }
+    }
+    Ok((
+        Tensor::from_vec(cos, (n, half), device)?,
+        Tensor::from_vec(sin, (n, half), device)?,
+    ))
+}
+
+fn rms_norm(x: &Tensor, w: &Tensor, eps: f32, differentiable: bool) -> Result<Tensor> {
+    if differentiable {
+        candle_nn::ops::rms_norm_slow(x, w, eps)
+    } else {
+        candle_nn::ops::rms_norm(x, w, eps)
+    }
+}
+
+/// Rotary embedding (Hugging Face's rotate-half layout) for x [b, heads, t, d].
+fn apply_rope(x: &Tensor, r: &Rotary, differentiable: bool) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let (cos, sin) = (r.cos.to_dtype(dtype)?, r.sin.to_dtype(dtype)?);
+    if !differentiable {
+        return candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin);
+    }
+    let cos = Tensor::cat(&[&cos, &cos], D::Minus1)?.unsqueeze(1)?;
+    let sin = Tensor::cat(&[&sin, &sin], D::Minus1)?.unsqueeze(1)?;
+    let d = x.dim(D::Minus1)?;
+    let x1 = x.narrow(D::Minus1, 0, d / 2)?;
+    let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
+}
+
+impl Attention {
+    fn forward(
+        &self,
+        x: &Tensor,
+        rotary: &Rotary,
+        mask: &Tensor,
+        cache: Option<&mut KvCache>,
+        layer: usize,
+        differentiable: bool,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let split = |l: &Linear, heads: usize| -> Result<Tensor> {
+            l.forward(x)?
+                .reshape((b, t, heads, self.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = apply_rope(&split(&self.q, self.heads)?, rotary, differentiable)?;
+        let k = apply_rope(&split(&self.k, self.kv_heads)?, rotary, differentiable)?;
+        let v = split(&self.v, self.kv_heads)?;
+        let (k, v) = match cache {
+            Some(c) => c.extend(layer, k, v)?,
+            None => (k, v),
+        };
+        let rep = self.heads / self.kv_heads;
+        let k = repeat_kv(k, rep)?.contiguous()?;
+        let v = repeat_kv(v, rep)?.contiguous()?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
+        let probs = if differentiable {
+            candle_nn::ops::softmax(&scores, D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        };
+        let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, ()))?;
+        self.o.forward(&out)
+    }
+}
+
+impl Mlp {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let g = candle_nn::ops::silu(&self.gate.forward(x)?)?;
+        self.down.forward(&(g * self.up.forward(x)?)?)
+    }
+}

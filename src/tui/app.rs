@@ -1,0 +1,809 @@
+//! The explorer's state and its pure transitions.
+//!
+//! `update(&mut App, Action)` is the only way the state changes; it never blocks and never does
+//! I/O. What must happen outside (ask the engine for a decode, write a session) is queued in
+//! [`App::outbox`] as [`Command`]s that the event loop carries out. That split is what lets the
+//! tests drive the whole explorer, engine replies included, without a terminal or a model.
+//!
+//! Every engine request carries a generation number; any change of user or parameters bumps it,
+//! so a reply that arrives for an older request is recognised and dropped.
+
+use crate::decode::trace::Mode;
+use crate::ids::{Vocab, ID_LEN};
+use crate::session::{RunParams, Session, SessionHeader, UserRecord, UserRun, UserView};
+
+use super::layout::{self, PanelId};
+use super::phase;
+use super::stats::{Stats, UserStat};
+
+/// Largest N the explorer lets you pick (wider beams only make the tree unreadable).
+pub const MAX_N: usize = 256;
+/// Narration lines kept for the built-in log view.
+const NARRATION_KEEP: usize = 200;
+
+/// The decoding parameters as the user adjusts them; `draft` indexes [`SessionHeader::drafts`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Params {
+    pub mode: Mode,
+    pub n: usize,
+    pub k: usize,
+    pub gamma: usize,
+    pub draft: usize,
+}
+
+/// The tabs of the compact layout (small terminals show one group of panels at a time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tab {
+    Decode,
+    Tree,
+    Results,
+    Log,
+}
+
+impl Tab {
+    pub const ALL: [Tab; 4] = [Tab::Decode, Tab::Tree, Tab::Results, Tab::Log];
+    pub fn title(self) -> &'static str {
+        match self {
+            Tab::Decode => "1 Decode",
+            Tab::Tree => "2 Tree",
+            Tab::Results => "3 Results",
+            Tab::Log => "4 Log",
+        }
+    }
+}
+
+/// Something the engine thread reports.
+#[derive(Clone, Debug)]
+pub enum EngineEvent {
+    /// One user decoded. `auto` marks results of an auto-run.
+    Decoded {
+        generation: u64,
+        user: usize,
+        run: Box<UserRun>,
+        auto: bool,
+    },
+    /// The same user decoded with the current draft (`a`) and the comparison draft (`b`).
+    Compared {
+        generation: u64,
+        user: usize,
+        a: Box<UserRun>,
+        b: Box<UserRun>,
+    },
+    /// An auto-run reached the last user.
+    AutoDone {
+        generation: u64,
+    },
+    Failed {
+        generation: u64,
+        message: String,
+    },
+}
+
+impl EngineEvent {
+    pub fn generation(&self) -> u64 {
+        match self {
+            EngineEvent::Decoded { generation, .. }
+            | EngineEvent::Compared { generation, .. }
+            | EngineEvent::AutoDone { generation }
+            | EngineEvent::Failed { generation, .. } => *generation,
+        }
+    }
+}
+
+/// Work for the world outside `update`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    Decode {
+        generation: u64,
+        user: usize,
+        params: RunParams,
+    },
+    Compare {
+        generation: u64,
+        user: usize,
+        params: RunParams,
+        other_draft: String,
+    },
+    /// Decode users `from`, `from + 1`, .. until the generation changes.
+    Auto {
+        generation: u64,
+        from: usize,
+        params: RunParams,
+    },
+    /// Anything the engine is doing for an older generation may stop.
+    Cancel {
+        generation: u64,
+    },
+    SaveSession(Box<Session>),
+}
+
+/// User input and outside events, already decoded from terminal events.
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// Show the next phase (space).
+    Step,
+    /// Show the user's finished decode (enter).
+    RunToEnd,
+    NextUser,
+    PrevUser,
+    SearchStart,
+    SearchInput(char),
+    SearchBackspace,
+    SearchSubmit,
+    ToggleMode,
+    IncN,
+    DecN,
+    IncK,
+    DecK,
+    IncGamma,
+    DecGamma,
+    NextDraft,
+    ToggleCompare,
+    ToggleAuto,
+    ToggleRecord,
+    ToggleHelp,
+    /// Esc: close the help or the search prompt.
+    Close,
+    /// Tab: next tab (compact layout) and next focused panel.
+    NextFocus,
+    SelectTab(Tab),
+    /// Scroll the focused panel by rows / columns.
+    Scroll {
+        dy: i32,
+        dx: i32,
+    },
+    /// Mouse wheel at a terminal cell: scrolls the panel under it.
+    MouseScroll {
+        column: u16,
+        row: u16,
+        dy: i32,
+    },
+    Resize {
+        width: u16,
+        height: u16,
+    },
+    Engine(EngineEvent),
+    /// The event loop's answer to [`Command::SaveSession`].
+    Saved(Result<String, String>),
+    Tick,
+    Quit,
+}
+
+/// What the step/run keys asked for while the decode was still running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Intent {
+    /// Show the start of the user (nothing drafted yet).
+    Start,
+    /// Show the first phase.
+    Step,
+    /// Show the finished user.
+    End,
+}
+
+/// The current user's decode (and the comparison decode when comparing).
+#[derive(Clone, Debug)]
+pub struct Current {
+    pub run: UserRun,
+    pub other: Option<UserRun>,
+    /// Phases shown so far (see [`phase::Cursor`]).
+    pub cursor: phase::Cursor,
+}
+
+impl Current {
+    pub fn finished(&self) -> bool {
+        self.cursor >= phase::phases(&self.run.trace).len()
+    }
+}
+
+/// Per-panel scroll offsets (rows, and columns for the attention grid).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scroll {
+    pub user: u16,
+    pub beams: u16,
+    pub grid_row: u16,
+    pub grid_col: u16,
+    pub recs: u16,
+}
+
+/// Presentation state that is not about decoding.
+#[derive(Clone, Debug)]
+pub struct Ui {
+    pub width: u16,
+    pub height: u16,
+    pub help: bool,
+    /// The search prompt's text while it is open.
+    pub search: Option<String>,
+    pub tab: Tab,
+    pub focus: PanelId,
+    pub scroll: Scroll,
+    /// Ticks since start: drives the spinner.
+    pub ticks: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct App {
+    pub header: SessionHeader,
+    pub vocab: Vocab,
+    /// The file a replay was loaded from; `None` when exploring live.
+    pub replay: Option<String>,
+    pub users: Vec<UserView>,
+    pub user: usize,
+    pub params: Params,
+    /// Bumped by every new request; replies for older ones are dropped.
+    pub generation: u64,
+    /// The generation of the request still running, if any.
+    pub pending: Option<u64>,
+    pub intent: Intent,
+    pub current: Option<Current>,
+    /// Comparing the current draft with another one (its index into the drafts).
+    pub compare: Option<usize>,
+    pub auto: bool,
+    /// Statistics per parameter set, so toggling a parameter back finds its numbers again.
+    pub stats: Vec<(RunParams, Stats)>,
+    /// Records of the users seen since `r` started a recording.
+    pub recording: Option<Vec<UserRecord>>,
+    pub status: String,
+    /// What the explorer narrated (phases, results); the log panel shows these when the
+    /// tui-logger widget is not in use (tests, or another logger was installed first).
+    pub narration: Vec<String>,
+    pub use_tui_logger: bool,
+    pub outbox: Vec<Command>,
+    pub quit: bool,
+    pub ui: Ui,
+}
+
+impl App {
+    /// A new explorer over `users`; nothing is requested until [`App::start`].
+    pub fn new(header: SessionHeader, users: Vec<UserView>, params: Params) -> Self {
+        let vocab = Vocab::from_tokens(header.vocab.clone()).unwrap_or_else(|_| {
+            // A vocabulary that does not parse still prints ids as <unk:ID>; never fail here.
+            Vocab::from_tokens(crate::ids::SPECIALS.iter().map(|s| s.to_string()).collect())
+                .expect("specials alone form a vocabulary")
+        });
+        App {
+            header,
+            vocab,
+            replay: None,
+            users,
+            user: 0,
+            params,
+            generation: 0,
+            pending: None,
+            intent: Intent::Start,
+            current: None,
+            compare: None,
+            auto: false,
+            stats: Vec::new(),
+            recording: None,
+            status: String::new(),
+            narration: Vec::new(),
+            use_tui_logger: false,
+            outbox: Vec::new(),
+            quit: false,
+            ui: Ui {
+                width: 120,
+                height: 40,
+                help: false,
+                search: None,
+                tab: Tab::Decode,
+                focus: PanelId::Beams,
+                scroll: Scroll::default(),
+                ticks: 0,
+            },
+        }
+    }
+
+    /// Requests the first user.
+    pub fn start(&mut self) {
+        if self.users.is_empty() {
+            self.status = "no users to explore".into();
+            return;
+        }
+        self.request(Intent::Start);
+    }
+
+    /// Draft model name (the label's first word) at `i`.
+    pub fn draft_name(&self, i: usize) -> String {
+        self.header
+            .drafts
+            .get(i)
+            .and_then(|d| d.split_whitespace().next())
+            .unwrap_or("draft")
+            .to_string()
+    }
+
+    pub fn run_params(&self) -> RunParams {
+        RunParams {
+            mode: self.params.mode,
+            n: self.params.n,
+            k: self.params.k,
+            gamma: self.params.gamma,
+            draft: self.draft_name(self.params.draft),
+        }
+    }
+
+    pub fn user_view(&self) -> Option<&UserView> {
+        self.users.get(self.user)
+    }
+
+    /// Statistics for the current parameters (empty when none were gathered yet).
+    pub fn stats(&self) -> Option<&Stats> {
+        let p = self.run_params();
+        self.stats.iter().find(|(k, _)| *k == p).map(|(_, s)| s)
+    }
+
+    pub fn running(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    fn narrate(&mut self, line: String) {
+        log::info!(target: "explorer", "{line}");
+        self.narration.push(line);
+        if self.narration.len() > NARRATION_KEEP {
+            let drop = self.narration.len() - NARRATION_KEEP;
+            self.narration.drain(..drop);
+        }
+    }
+
+    /// Asks the engine for the current user with the current parameters, replacing whatever was
+    /// asked before.
+    fn request(&mut self, intent: Intent) {
+        self.generation += 1;
+        self.auto = false;
+        self.current = None;
+        self.intent = intent;
+        self.pending = Some(self.generation);
+        self.ui.scroll = Scroll::default();
+        let params = self.run_params();
+        let cmd = match self.compare {
+            Some(other) => Command::Compare {
+                generation: self.generation,
+                user: self.user,
+                params,
+                other_draft: self.draft_name(other),
+            },
+            None => Command::Decode {
+                generation: self.generation,
+                user: self.user,
+                params,
+            },
+        };
+        self.outbox.push(cmd);
+    }
+
+    /// Parameters changed: stop an auto-run and re-decode the current user.
+    fn params_changed(&mut self) {
+        // The header shows the new values; the log keeps the history of changes.
+        let p = &self.params;
+        let line = format!(
+            "parameters: {} N {} K {} gamma {} draft {}",
+            p.mode.name(),
+            p.n,
+            p.k,
+            p.gamma,
+            self.draft_name(p.draft)
+        );
+        self.status.clear();
+        self.narrate(line);
+        self.request(Intent::Start);
+    }
+
+    fn record_result(&mut self, user: usize, run: &UserRun) {
+        let Some(view) = self.users.get(user).cloned() else {
+            return;
+        };
+        let stat = UserStat::from_run(view.user, run);
+        match self.stats.iter_mut().find(|(k, _)| *k == run.params) {
+            Some((_, s)) => s.record(stat),
+            None => {
+                let mut s = Stats::default();
+                s.record(stat);
+                self.stats.push((run.params.clone(), s));
+            }
+        }
+        self.narrate(format!(
+            "user {} ({}): WS {:.2}x, passes {}->{}, {} accepted",
+            view.user,
+            run.params.draft,
+            run.speedup(),
+            run.baseline.target_passes,
+            run.trace.target_passes(),
+            run.trace.accepted_steps()
+        ));
+        if let Some(rec) = &mut self.recording {
+            let r = UserRecord {
+                user: view,
+                run: run.clone(),
+            };
+            match rec
+                .iter_mut()
+                .find(|x| x.user.user == r.user.user && x.run.params == r.run.params)
+            {
+                Some(old) => *old = r,
+                None => rec.push(r),
+            }
+        }
+    }
+
+    fn cursor_for(&self, run: &UserRun) -> phase::Cursor {
+        match self.intent {
+            Intent::Start => 0,
+            Intent::Step => 1,
+            Intent::End => phase::phases(&run.trace).len(),
+        }
+    }
+
+    fn on_engine(&mut self, ev: EngineEvent) {
+        if Some(ev.generation()) != self.pending {
+            // A reply to a request the user has since replaced.
+            log::debug!(target: "explorer", "dropped a stale engine reply (generation {})", ev.generation());
+            return;
+        }
+        match ev {
+            EngineEvent::Decoded {
+                user, run, auto, ..
+            } => {
+                self.record_result(user, &run);
+                if auto {
+                    // An auto-run shows each user finished as it goes by.
+                    self.user = user;
+                    self.current = Some(Current {
+                        cursor: phase::phases(&run.trace).len(),
+                        run: *run,
+                        other: None,
+                    });
+                } else {
+                    self.pending = None;
+                    let cursor = self.cursor_for(&run);
+                    self.current = Some(Current {
+                        run: *run,
+                        other: None,
+                        cursor,
+                    });
+                    self.narrate_cursor();
+                }
+            }
+            EngineEvent::Compared { user, a, b, .. } => {
+                self.pending = None;
+                self.record_result(user, &a);
+                self.record_result(user, &b);
+                let cursor = self.cursor_for(&a);
+                self.current = Some(Current {
+                    run: *a,
+                    other: Some(*b),
+                    cursor,
+                });
+            }
+            EngineEvent::AutoDone { .. } => {
+                self.pending = None;
+                self.auto = false;
+                self.status = "auto-run finished".into();
+            }
+            EngineEvent::Failed { message, .. } => {
+                self.pending = None;
+                self.auto = false;
+                log::error!(target: "explorer", "{message}");
+                self.status = message;
+            }
+        }
+    }
+
+    fn narrate_cursor(&mut self) {
+        if let Some(c) = &self.current {
+            if let Some(line) = phase::narrate(&c.run.trace, c.cursor) {
+                self.narrate(line);
+            }
+        }
+    }
+
+    fn step(&mut self) {
+        match &mut self.current {
+            Some(c) if !c.finished() => {
+                c.cursor += 1;
+                self.narrate_cursor();
+            }
+            Some(_) => self.status = "user finished: n for the next user".into(),
+            None if self.pending.is_some() && !self.auto => self.intent = Intent::Step,
+            None => self.request(Intent::Step),
+        }
+    }
+
+    fn run_to_end(&mut self) {
+        match &mut self.current {
+            Some(c) if !self.auto => c.cursor = phase::phases(&c.run.trace).len(),
+            Some(_) => {}
+            None if self.pending.is_some() && !self.auto => self.intent = Intent::End,
+            None => self.request(Intent::End),
+        }
+    }
+
+    fn goto_user(&mut self, user: usize) {
+        self.user = user;
+        self.request(Intent::Start);
+    }
+
+    /// Finds the next user (after the current one, wrapping) whose id equals the query or whose
+    /// history or ground truth has a title containing it.
+    fn search(&mut self, query: &str) {
+        let q = query.trim().to_lowercase();
+        if q.is_empty() {
+            return;
+        }
+        let id: Option<u32> = q.parse().ok();
+        let n = self.users.len();
+        let found = (1..=n).map(|i| (self.user + i) % n).find(|&i| {
+            let u = &self.users[i];
+            match id {
+                Some(id) => u.user == id,
+                None => {
+                    u.history
+                        .iter()
+                        .any(|h| h.title.to_lowercase().contains(&q))
+                        || u.truth
+                            .iter()
+                            .flat_map(|t| &t.titles)
+                            .any(|t| t.to_lowercase().contains(&q))
+                }
+            }
+        });
+        match found {
+            Some(i) => {
+                self.status = format!("found user {}", self.users[i].user);
+                self.goto_user(i);
+            }
+            None => self.status = format!("no user matches {query:?}"),
+        }
+    }
+
+    fn toggle_record(&mut self) {
+        match self.recording.take() {
+            None => {
+                let mut rec = Vec::new();
+                if let (Some(c), Some(u)) = (&self.current, self.user_view()) {
+                    rec.push(UserRecord {
+                        user: u.clone(),
+                        run: c.run.clone(),
+                    });
+                }
+                self.recording = Some(rec);
+                self.status = "recording: r again saves to sessions/".into();
+            }
+            Some(rec) if rec.is_empty() => {
+                self.status = "recording stopped: nothing to save".into()
+            }
+            Some(rec) => {
+                let mut s = Session::new(self.header.clone());
+                for r in rec {
+                    s.push(r);
+                }
+                self.status = format!("saving {} users...", s.users.len());
+                self.outbox.push(Command::SaveSession(Box::new(s)));
+            }
+        }
+    }
+
+    fn toggle_auto(&mut self) {
+        if self.auto {
+            self.generation += 1;
+            self.auto = false;
+            self.pending = None;
+            self.outbox.push(Command::Cancel {
+                generation: self.generation,
+            });
+            self.status = "auto-run stopped".into();
+        } else if !self.users.is_empty() {
+            self.generation += 1;
+            self.auto = true;
+            self.compare = None;
+            self.pending = Some(self.generation);
+            self.outbox.push(Command::Auto {
+                generation: self.generation,
+                from: self.user,
+                params: self.run_params(),
+            });
+            self.status = "auto-run: a stops".into();
+        }
+    }
+
+    fn select_tab(&mut self, tab: Tab) {
+        self.ui.tab = tab;
+        self.ui.focus = match tab {
+            Tab::Decode => PanelId::Beams,
+            Tab::Tree => PanelId::Attention,
+            Tab::Results => PanelId::Recs,
+            Tab::Log => PanelId::Log,
+        };
+    }
+
+    /// Scrolls a panel, keeping at least its last line in view so scrolling back is immediate.
+    fn scroll_panel(&mut self, panel: PanelId, dy: i32, dx: i32) {
+        use super::panels::{attention, beams, recs, user};
+        fn add(v: u16, d: i32, rows: usize) -> u16 {
+            let max = rows.saturating_sub(1).min(u16::MAX as usize) as i32;
+            (v as i32 + d).clamp(0, max) as u16
+        }
+        match panel {
+            PanelId::User => self.ui.scroll.user = add(self.ui.scroll.user, dy, user::rows(self)),
+            PanelId::Beams => {
+                self.ui.scroll.beams = add(self.ui.scroll.beams, dy, beams::rows(self))
+            }
+            PanelId::Attention => {
+                let n = attention::rows(self);
+                self.ui.scroll.grid_row = add(self.ui.scroll.grid_row, dy, n);
+                self.ui.scroll.grid_col = add(self.ui.scroll.grid_col, dx, n);
+            }
+            PanelId::Recs => self.ui.scroll.recs = add(self.ui.scroll.recs, dy, recs::rows(self)),
+            _ => {}
+        }
+    }
+}
+
+/// Applies one action. Pure apart from `log` calls: effects go to `app.outbox`.
+pub fn update(app: &mut App, action: Action) {
+    // While the search prompt is open, keys edit the query.
+    match action {
+        Action::SearchInput(c) => {
+            if let Some(q) = &mut app.ui.search {
+                q.push(c);
+            }
+            return;
+        }
+        Action::SearchBackspace => {
+            if let Some(q) = &mut app.ui.search {
+                q.pop();
+            }
+            return;
+        }
+        Action::SearchSubmit => {
+            if let Some(q) = app.ui.search.take() {
+                app.search(&q);
+            }
+            return;
+        }
+        _ => {}
+    }
+    match action {
+        Action::Step => app.step(),
+        Action::RunToEnd => app.run_to_end(),
+        Action::NextUser | Action::PrevUser if !app.users.is_empty() => {
+            let n = app.users.len();
+            let next = match action {
+                Action::NextUser => (app.user + 1) % n,
+                _ => (app.user + n - 1) % n,
+            };
+            app.goto_user(next);
+        }
+        Action::NextUser | Action::PrevUser => {}
+        Action::SearchStart => app.ui.search = Some(String::new()),
+        Action::ToggleMode => {
+            app.params.mode = match app.params.mode {
+                Mode::Strict => Mode::Relaxed,
+                Mode::Relaxed => Mode::Strict,
+            };
+            app.params_changed();
+        }
+        Action::IncN | Action::DecN => {
+            // Steps of 1 while small, 5 beyond 10: N = 40 is the usual setting.
+            let p = &mut app.params;
+            let step = if p.n > 10 || (p.n == 10 && matches!(action, Action::IncN)) {
+                5
+            } else {
+                1
+            };
+            let n = match action {
+                Action::IncN => (p.n + step).min(MAX_N),
+                _ => p.n.saturating_sub(step).max(p.k),
+            };
+            if n == p.n {
+                app.status = format!("N stays {n} (K {} <= N <= {MAX_N})", p.k);
+            } else {
+                p.n = n;
+                app.params_changed();
+            }
+        }
+        Action::IncK | Action::DecK => {
+            let p = &mut app.params;
+            let k = match action {
+                Action::IncK => (p.k + 1).min(MAX_N),
+                _ => p.k.saturating_sub(1).max(1),
+            };
+            if k == p.k {
+                app.status = format!("K stays {k}");
+            } else {
+                p.k = k;
+                // N >= K always; raising K drags N along.
+                p.n = p.n.max(k);
+                app.params_changed();
+            }
+        }
+        Action::IncGamma | Action::DecGamma => {
+            // More than L - 1 drafted steps can never be used.
+            let p = &mut app.params;
+            let g = match action {
+                Action::IncGamma => (p.gamma + 1).min(ID_LEN - 1),
+                _ => p.gamma.saturating_sub(1).max(1),
+            };
+            if g == p.gamma {
+                app.status = format!("gamma stays {g} (1..={})", ID_LEN - 1);
+            } else {
+                p.gamma = g;
+                app.params_changed();
+            }
+        }
+        Action::NextDraft => {
+            if app.header.drafts.len() < 2 {
+                app.status = "only one draft model is available".into();
+            } else {
+                app.params.draft = (app.params.draft + 1) % app.header.drafts.len();
+                if app.compare == Some(app.params.draft) {
+                    app.compare = Some((app.params.draft + 1) % app.header.drafts.len());
+                }
+                app.params_changed();
+            }
+        }
+        Action::ToggleCompare => {
+            if app.compare.is_some() {
+                app.compare = None;
+                app.request(Intent::End);
+            } else if app.header.drafts.len() < 2 {
+                app.status = "comparison needs two draft models".into();
+            } else {
+                app.compare = Some((app.params.draft + 1) % app.header.drafts.len());
+                app.request(Intent::End);
+            }
+        }
+        Action::ToggleAuto => app.toggle_auto(),
+        Action::ToggleRecord => app.toggle_record(),
+        Action::ToggleHelp => app.ui.help = !app.ui.help,
+        Action::Close => {
+            app.ui.help = false;
+            app.ui.search = None;
+        }
+        Action::NextFocus => {
+            if layout::is_compact(app.ui.width, app.ui.height) {
+                // One group of panels at a time: Tab moves to the next group and focuses its
+                // main panel, so the arrows scroll what is on screen.
+                let i = Tab::ALL.iter().position(|t| *t == app.ui.tab).unwrap_or(0);
+                app.select_tab(Tab::ALL[(i + 1) % Tab::ALL.len()]);
+            } else {
+                app.ui.focus = app.ui.focus.next();
+            }
+        }
+        Action::SelectTab(t) => app.select_tab(t),
+        Action::Scroll { dy, dx } => app.scroll_panel(app.ui.focus, dy, dx),
+        Action::MouseScroll { column, row, dy } => {
+            if let Some(p) = layout::panel_at(app, column, row) {
+                app.ui.focus = p;
+                app.scroll_panel(p, dy, 0);
+            }
+        }
+        Action::Resize { width, height } => {
+            app.ui.width = width;
+            app.ui.height = height;
+        }
+        Action::Engine(ev) => app.on_engine(ev),
+        Action::Saved(Ok(path)) => {
+            app.status = format!("session saved to {path}");
+            app.narrate(app.status.clone());
+        }
+        Action::Saved(Err(e)) => {
+            log::error!(target: "explorer", "{e}");
+            app.status = e;
+        }
+        Action::Tick => app.ui.ticks = app.ui.ticks.wrapping_add(1),
+        Action::Quit => {
+            // Quitting while recording keeps what was recorded.
+            if app.recording.as_ref().is_some_and(|r| !r.is_empty()) {
+                app.toggle_record();
+            }
+            if app.auto || app.pending.is_some() {
+                app.generation += 1;
+                app.outbox.push(Command::Cancel {
+                    generation: app.generation,
+                });
+            }
+            app.quit = true;
+        }
+        Action::SearchInput(_) | Action::SearchBackspace | Action::SearchSubmit => {}
+    }
+}

@@ -1,0 +1,138 @@
+//! Where each panel goes for a terminal size.
+//!
+//! The layout is a pure function of the app state, used by both rendering and mouse handling (the
+//! wheel scrolls the panel under the pointer), so the two can never disagree.
+
+use ratatui::layout::{Constraint, Layout, Rect};
+
+use super::app::{App, Tab};
+
+/// Below this the explorer shows a message instead of panels.
+pub const MIN_WIDTH: u16 = 60;
+pub const MIN_HEIGHT: u16 = 20;
+/// Below this (but above the minimum) panels are grouped into tabs.
+pub const FULL_WIDTH: u16 = 100;
+pub const FULL_HEIGHT: u16 = 32;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PanelId {
+    Header,
+    Tabs,
+    User,
+    Beams,
+    Attention,
+    Compare,
+    Recs,
+    Speedup,
+    Log,
+    Footer,
+}
+
+impl PanelId {
+    /// The next panel that can take focus (scrollable ones), for Tab.
+    pub fn next(self) -> PanelId {
+        match self {
+            PanelId::User => PanelId::Beams,
+            PanelId::Beams => PanelId::Attention,
+            PanelId::Attention => PanelId::Recs,
+            _ => PanelId::User,
+        }
+    }
+}
+
+pub fn too_small(width: u16, height: u16) -> bool {
+    width < MIN_WIDTH || height < MIN_HEIGHT
+}
+
+pub fn is_compact(width: u16, height: u16) -> bool {
+    width < FULL_WIDTH || height < FULL_HEIGHT
+}
+
+/// The panels visible in `area` and their rectangles, in drawing order.
+pub fn panels(app: &App, area: Rect) -> Vec<(PanelId, Rect)> {
+    if too_small(area.width, area.height) {
+        return Vec::new();
+    }
+    let middle = if app.compare.is_some() {
+        PanelId::Compare
+    } else {
+        PanelId::Beams
+    };
+    let mut out = Vec::new();
+    if is_compact(area.width, area.height) {
+        let [header, tabs, body, footer] = area.layout(&Layout::vertical([
+            Constraint::Length(2),
+            Constraint::Length(1),
+            Constraint::Fill(1),
+            Constraint::Length(1),
+        ]));
+        out.push((PanelId::Header, header));
+        out.push((PanelId::Tabs, tabs));
+        match app.ui.tab {
+            Tab::Decode => {
+                let [user, beams] = body.layout(&Layout::horizontal([
+                    Constraint::Percentage(40),
+                    Constraint::Fill(1),
+                ]));
+                out.push((PanelId::User, user));
+                out.push((middle, beams));
+            }
+            Tab::Tree => out.push((PanelId::Attention, body)),
+            Tab::Results => {
+                let [recs, speed] = body.layout(&Layout::horizontal([
+                    Constraint::Percentage(55),
+                    Constraint::Fill(1),
+                ]));
+                out.push((PanelId::Recs, recs));
+                out.push((PanelId::Speedup, speed));
+            }
+            Tab::Log => out.push((PanelId::Log, body)),
+        }
+        out.push((PanelId::Footer, footer));
+    } else {
+        let [header, top, bottom, footer] = area.layout(&Layout::vertical([
+            Constraint::Length(2),
+            Constraint::Percentage(52),
+            Constraint::Fill(1),
+            Constraint::Length(1),
+        ]));
+        out.push((PanelId::Header, header));
+        if app.compare.is_some() {
+            let [user, cmp] = top.layout(&Layout::horizontal([
+                Constraint::Length(30),
+                Constraint::Fill(1),
+            ]));
+            out.push((PanelId::User, user));
+            out.push((PanelId::Compare, cmp));
+        } else {
+            let [user, beams, grid] = top.layout(&Layout::horizontal([
+                Constraint::Length(30),
+                Constraint::Percentage(40),
+                Constraint::Fill(1),
+            ]));
+            out.push((PanelId::User, user));
+            out.push((PanelId::Beams, beams));
+            out.push((PanelId::Attention, grid));
+        }
+        // Recommendations get the most room: two lists side by side.
+        let [recs, speed, log] = bottom.layout(&Layout::horizontal([
+            Constraint::Percentage(40),
+            Constraint::Percentage(34),
+            Constraint::Fill(1),
+        ]));
+        out.push((PanelId::Recs, recs));
+        out.push((PanelId::Speedup, speed));
+        out.push((PanelId::Log, log));
+        out.push((PanelId::Footer, footer));
+    }
+    out
+}
+
+/// The panel drawn at a terminal cell, if any.
+pub fn panel_at(app: &App, column: u16, row: u16) -> Option<PanelId> {
+    let area = Rect::new(0, 0, app.ui.width, app.ui.height);
+    panels(app, area)
+        .into_iter()
+        .find(|(_, r)| r.contains(ratatui::layout::Position::new(column, row)))
+        .map(|(p, _)| p)
+}

@@ -1,0 +1,216 @@
+//! Live exploration: the engine that decodes with real models on the dataset.
+//!
+//! The explorer's users are the dataset's test users (or one chosen user first); their history
+//! and ground truth are turned into display text once, up front, so the UI never touches the
+//! dataset. Each decode runs the target-only beam search (the baseline) and the speculative
+//! decoder on the same prompt, both timed on the same device by the decode module.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::app::{App, Params};
+use super::engine::Engine;
+use crate::data::{Dataset, Sample};
+use crate::decode::{beam_search, speculative, BeamOutcome, SpecParams};
+use crate::ids::Identifier;
+use crate::model::Llm;
+use crate::session::{
+    Baseline, HistoryEntry, RunParams, SessionHeader, TruthEntry, UserRun, UserView,
+};
+
+/// Everything the live explorer needs; the binary loads it (and reports load errors) first.
+pub struct ExplorerContext {
+    pub dataset: Dataset,
+    pub target: Llm,
+    /// Draft models by name (one word, e.g. `atspeed-s`, `sft`: the header shows the name then
+    /// the size); `params.draft` selects the one used at start.
+    pub drafts: Vec<(String, Llm)>,
+    /// The device as shown in the header, e.g. `cuda:0 (H100)` or `cpu`.
+    pub device: String,
+    pub params: Params,
+    pub seed: u64,
+    /// History length H of the prompts.
+    pub history: usize,
+    /// Start on this user (1-based uid); it is put first even if it has no test items.
+    pub user: Option<u32>,
+}
+
+pub struct LiveEngine {
+    dataset: Dataset,
+    target: Llm,
+    drafts: Vec<(String, Llm)>,
+    samples: Vec<Sample>,
+    seed: u64,
+    /// Target-only baselines by (user index, K): they do not depend on the draft, N, gamma or mode.
+    baselines: HashMap<(usize, usize), BeamOutcome>,
+    warmed_up: bool,
+}
+
+impl LiveEngine {
+    fn draft(&self, name: &str) -> anyhow::Result<&Llm> {
+        self.drafts
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, m)| m)
+            .ok_or_else(|| anyhow::anyhow!("no draft model named {name:?}"))
+    }
+
+    fn ident(&self, tokens: &[u32]) -> Option<Identifier> {
+        tokens.try_into().ok()
+    }
+
+    /// Identifier text -> titles of its items, for every beam either list recommends.
+    fn titles<'a>(&self, beams: impl Iterator<Item = &'a [u32]>) -> BTreeMap<String, Vec<String>> {
+        beams
+            .map(|t| {
+                let titles = self
+                    .ident(t)
+                    .map(|id| {
+                        self.dataset
+                            .items_of(&id)
+                            .iter()
+                            .map(|&i| self.dataset.title(i))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (self.dataset.vocab.render(t), titles)
+            })
+            .collect()
+    }
+}
+
+impl Engine for LiveEngine {
+    fn decode(&mut self, user: usize, params: &RunParams) -> anyhow::Result<UserRun> {
+        let sample = self
+            .samples
+            .get(user)
+            .ok_or_else(|| anyhow::anyhow!("no user #{user}"))?;
+        let prompt = self.dataset.prompt(&sample.history);
+        let uid = sample.user;
+        if !self.warmed_up {
+            // The first pass on a device pays for kernel setup; keep it out of every timing.
+            beam_search(&self.target, &self.dataset.trie, &prompt, params.k)?;
+            self.warmed_up = true;
+        }
+        let key = (user, params.k);
+        if !self.baselines.contains_key(&key) {
+            let b = beam_search(&self.target, &self.dataset.trie, &prompt, params.k)?;
+            self.baselines.insert(key, b);
+        }
+        let draft = self.draft(&params.draft)?;
+        // Per-user seeds: a user's relaxed run is the same whichever order users are visited in.
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(self.seed ^ u64::from(uid).wrapping_mul(0x9E37_79B9));
+        let spec = SpecParams {
+            mode: params.mode,
+            n: params.n,
+            k: params.k,
+            gamma: params.gamma,
+        };
+        let trace = speculative(
+            &self.target,
+            draft,
+            &self.dataset.trie,
+            &prompt,
+            &spec,
+            &mut rng,
+        )?;
+        let b = &self.baselines[&key];
+        let titles = self.titles(
+            trace
+                .beams
+                .iter()
+                .chain(&b.beams)
+                .map(|b| b.tokens.as_slice()),
+        );
+        Ok(UserRun {
+            params: params.clone(),
+            baseline: Baseline {
+                beams: b.beams.clone(),
+                target_passes: b.target_passes,
+                time_ms: b.time_ms,
+            },
+            trace,
+            titles,
+        })
+    }
+
+    fn num_users(&self) -> usize {
+        self.samples.len()
+    }
+}
+
+/// A sample as the panels show it.
+pub fn user_view(ds: &Dataset, s: &Sample) -> UserView {
+    UserView {
+        user: s.user,
+        history: s
+            .history
+            .iter()
+            .map(|&item| HistoryEntry {
+                item,
+                title: ds.title(item),
+                ident: ds.vocab.render(&ds.items[item as usize]),
+            })
+            .collect(),
+        truth: s
+            .targets
+            .iter()
+            .map(|id| TruthEntry {
+                tokens: id.to_vec(),
+                ident: ds.vocab.render(id),
+                titles: ds.items_of(id).iter().map(|&i| ds.title(i)).collect(),
+            })
+            .collect(),
+    }
+}
+
+/// The app and engine for a live exploration.
+pub fn live_app(ctx: ExplorerContext) -> anyhow::Result<(App, LiveEngine)> {
+    anyhow::ensure!(
+        !ctx.drafts.is_empty(),
+        "the explorer needs at least one draft model"
+    );
+    let ds = ctx.dataset;
+    let mut samples = ds.test_samples(ctx.history);
+    if let Some(uid) = ctx.user {
+        let s = ds.user_sample(uid, ctx.history)?;
+        samples.retain(|x| x.user != uid);
+        samples.insert(0, s);
+    }
+    anyhow::ensure!(!samples.is_empty(), "{}: no test users to explore", ds.name);
+    let header = SessionHeader {
+        dataset: ds.name.clone(),
+        target: format!("target {}", ctx.target.describe()),
+        drafts: ctx
+            .drafts
+            .iter()
+            .map(|(n, m)| format!("{n} {}", m.describe()))
+            .collect(),
+        device: ctx.device,
+        seed: ctx.seed,
+        vocab: ds.vocab.tokens().to_vec(),
+    };
+    let users = samples.iter().map(|s| user_view(&ds, s)).collect();
+    let mut params = ctx.params;
+    params.draft = params.draft.min(ctx.drafts.len() - 1);
+    let app = App::new(header, users, params);
+    let engine = LiveEngine {
+        dataset: ds,
+        target: ctx.target,
+        drafts: ctx.drafts,
+        samples,
+        seed: ctx.seed,
+        baselines: HashMap::new(),
+        warmed_up: false,
+    };
+    Ok((app, engine))
+}
+
+/// Runs the live explorer until the user quits.
+pub fn run_explorer(ctx: ExplorerContext) -> anyhow::Result<()> {
+    let (app, engine) = live_app(ctx)?;
+    super::terminal::run_app(app, Box::new(engine))
+}

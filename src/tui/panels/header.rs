@@ -1,0 +1,79 @@
+//! Header: what is being explored (dataset, models, device) and with which parameters.
+
+use ratatui::layout::Rect;
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+use ratatui::Frame;
+
+use crate::tui::app::App;
+
+const SPINNER: [char; 8] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧'];
+
+pub fn render(app: &App, frame: &mut Frame, area: Rect) {
+    let h = &app.header;
+    let p = &app.params;
+    let draft = h
+        .drafts
+        .get(p.draft)
+        .map(String::as_str)
+        .unwrap_or("(no draft)");
+    let mut first = vec![
+        Span::styled(" atspeed ", Style::new().add_modifier(Modifier::BOLD)),
+        Span::raw(format!(
+            "· {} · {} · draft {} · {}",
+            h.dataset, h.target, draft, h.device
+        )),
+    ];
+    if let Some(path) = &app.replay {
+        first.push(Span::styled(
+            format!(" · REPLAY {path}"),
+            Style::new().fg(Color::Yellow),
+        ));
+    }
+    let mode = Span::styled(
+        format!(" {} ", p.mode.name().to_uppercase()),
+        Style::new().fg(Color::Black).bg(match p.mode {
+            crate::decode::trace::Mode::Strict => Color::Cyan,
+            crate::decode::trace::Mode::Relaxed => Color::Yellow,
+        }),
+    );
+    let state = if app.auto {
+        format!("auto-run {}", SPINNER[(app.ui.ticks % 8) as usize])
+    } else if app.running() {
+        format!("decoding {}", SPINNER[(app.ui.ticks % 8) as usize])
+    } else {
+        "ready".to_string()
+    };
+    let mut second = vec![
+        Span::raw(" "),
+        mode,
+        Span::raw(format!(
+            " N {}  K {}  gamma {} · seed {} · {state}",
+            p.n, p.k, p.gamma, h.seed
+        )),
+    ];
+    if let Some(rec) = &app.recording {
+        second.push(Span::styled(
+            format!(" · ● REC {}", rec.len()),
+            Style::new().fg(Color::Red),
+        ));
+    }
+    if let Some(other) = app.compare {
+        second.push(Span::raw(format!(
+            " · comparing with {}",
+            app.draft_name(other)
+        )));
+    }
+    if !app.status.is_empty() {
+        second.push(Span::styled(
+            format!(" · {}", app.status),
+            Style::new().fg(Color::Yellow),
+        ));
+    }
+    let text = vec![
+        Line::from(first).style(Style::new().bg(Color::Indexed(236))),
+        Line::from(second),
+    ];
+    frame.render_widget(Paragraph::new(text), area);
+}

@@ -1,0 +1,128 @@
+//! Replay: the explorer driven by a recorded session instead of models (teaching mode).
+//!
+//! The replay engine answers decode requests by looking the (user, parameters) pair up among the
+//! recorded runs, so stepping, comparison and auto-run behave exactly as live; asking for
+//! parameters that were never recorded gives a message listing what was.
+
+use std::path::Path;
+
+use super::app::{App, Params};
+use super::engine::Engine;
+use crate::session::{RunParams, Session, UserRecord, UserRun, UserView};
+
+pub struct ReplayEngine {
+    records: Vec<UserRecord>,
+    /// Distinct user ids in recording order; the app's user index points here.
+    users: Vec<u32>,
+}
+
+impl ReplayEngine {
+    pub fn new(session: &Session) -> Self {
+        let mut users = Vec::new();
+        for r in &session.users {
+            if !users.contains(&r.user.user) {
+                users.push(r.user.user);
+            }
+        }
+        ReplayEngine {
+            records: session.users.clone(),
+            users,
+        }
+    }
+}
+
+fn describe(p: &RunParams) -> String {
+    format!(
+        "{} N {} K {} gamma {} draft {}",
+        p.mode.name(),
+        p.n,
+        p.k,
+        p.gamma,
+        p.draft
+    )
+}
+
+impl Engine for ReplayEngine {
+    fn decode(&mut self, user: usize, params: &RunParams) -> anyhow::Result<UserRun> {
+        let id = *self
+            .users
+            .get(user)
+            .ok_or_else(|| anyhow::anyhow!("no user #{user} in this session"))?;
+        let mine: Vec<&UserRecord> = self.records.iter().filter(|r| r.user.user == id).collect();
+        if let Some(r) = mine.iter().find(|r| r.run.params == *params) {
+            return Ok(r.run.clone());
+        }
+        let recorded: Vec<String> = mine.iter().map(|r| describe(&r.run.params)).collect();
+        anyhow::bail!(
+            "replay: user {id} was not recorded with {}; recorded: {}",
+            describe(params),
+            recorded.join("; ")
+        )
+    }
+
+    fn num_users(&self) -> usize {
+        self.users.len()
+    }
+}
+
+/// The app and engine for a loaded session. Parameters start at the first record's, so the first
+/// user replays without any key press finding a gap.
+pub fn replay_app(session: &Session, path: &Path) -> (App, ReplayEngine) {
+    let engine = ReplayEngine::new(session);
+    let users: Vec<UserView> = engine
+        .users
+        .iter()
+        .filter_map(|id| session.users.iter().find(|r| r.user.user == *id))
+        .map(|r| r.user.clone())
+        .collect();
+    let first = &session.users[0].run.params;
+    let mut header = session.header.clone();
+    let draft = match header
+        .drafts
+        .iter()
+        .position(|d| d.split_whitespace().next() == Some(first.draft.as_str()))
+    {
+        Some(i) => i,
+        None => {
+            // A session whose header lacks the draft still replays under its run name.
+            header.drafts.push(first.draft.clone());
+            header.drafts.len() - 1
+        }
+    };
+    let params = Params {
+        mode: first.mode,
+        n: first.n,
+        k: first.k,
+        gamma: first.gamma,
+        draft,
+    };
+    let mut app = App::new(header, users, params);
+    app.replay = Some(path.display().to_string());
+    (app, engine)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tui::fixtures;
+
+    #[test]
+    fn replays_recorded_runs_and_explains_gaps() {
+        let mut s = Session::new(fixtures::header());
+        for id in [5, 9] {
+            s.push(UserRecord {
+                user: fixtures::user(id),
+                run: fixtures::strict_run(id),
+            });
+        }
+        let (app, mut eng) = replay_app(&s, Path::new("sessions/demo.json"));
+        assert_eq!(app.users.len(), 2);
+        assert_eq!(app.run_params(), s.users[0].run.params);
+        let run = eng.decode(1, &app.run_params()).unwrap();
+        assert_eq!(run, s.users[1].run);
+        let mut other = app.run_params();
+        other.n = 40;
+        let e = eng.decode(0, &other).unwrap_err().to_string();
+        assert!(e.contains("not recorded") && e.contains("N 6"), "{e}");
+    }
+}

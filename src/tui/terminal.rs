@@ -1,0 +1,170 @@
+//! The event-loop glue: terminal setup and restore, the tokio loop joining input, engine events
+//! and a redraw tick, and the side effects the app queues (engine requests, session files).
+//!
+//! Everything interesting is in [`super::app`]; this file only moves events and effects.
+
+use std::io::stdout;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use crossterm::event::{DisableMouseCapture, EnableMouseCapture, EventStream};
+use crossterm::execute;
+use futures::StreamExt;
+use ratatui::DefaultTerminal;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::app::{update, Action, App, Command, EngineEvent};
+use super::engine::{Engine, Worker, ENGINE_THREAD};
+use super::{keys, render};
+
+/// Redraw period: keeps the spinner moving and the log fresh while the engine works.
+const TICK: Duration = Duration::from_millis(100);
+/// Where `r` saves sessions.
+pub const SESSIONS_DIR: &str = "sessions";
+
+/// Restores the terminal when dropped, so every exit path (return, `?`, unwinding) leaves a usable
+/// shell behind.
+struct TerminalGuard;
+
+impl TerminalGuard {
+    fn enter() -> anyhow::Result<(DefaultTerminal, TerminalGuard)> {
+        let terminal = ratatui::try_init().context("cannot initialise the terminal")?;
+        install_panic_hook();
+        let guard = TerminalGuard;
+        execute!(stdout(), EnableMouseCapture).context("cannot enable mouse capture")?;
+        Ok((terminal, guard))
+    }
+}
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        let _ = execute!(stdout(), DisableMouseCapture);
+        ratatui::restore();
+    }
+}
+
+/// Runs before ratatui's hook (installed by `try_init`, restoring raw mode and the alternate
+/// screen). A panic on the engine thread is caught there and reported in the UI as a failed decode,
+/// so it must not tear the terminal down: it only goes to the log. Any other panic also releases
+/// the mouse, which ratatui does not know about, then restores and prints as usual.
+fn install_panic_hook() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name() == Some(ENGINE_THREAD) {
+            log::error!(target: "explorer", "engine panic: {info}");
+            return;
+        }
+        let _ = execute!(stdout(), DisableMouseCapture);
+        previous(info);
+    }));
+}
+
+/// Sends the tui-logger widget the log records. Fails when another logger is already installed
+/// (e.g. the binary set up env_logger); the log panel then shows the explorer's narration.
+fn init_logger() -> bool {
+    if tui_logger::init_logger(log::LevelFilter::Debug).is_err() {
+        return false;
+    }
+    tui_logger::set_default_level(log::LevelFilter::Info);
+    true
+}
+
+/// Runs the explorer until the user quits. Builds its own runtime: call it from synchronous code
+/// (not from inside another tokio runtime).
+pub fn run_app(mut app: App, engine: Box<dyn Engine>) -> anyhow::Result<()> {
+    app.use_tui_logger = init_logger();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .context("cannot start the event loop runtime")?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let worker = Worker::spawn(engine, tx);
+    let (mut terminal, guard) = TerminalGuard::enter()?;
+    let result = runtime.block_on(event_loop(&mut terminal, &mut app, &worker, rx));
+    drop(guard);
+    // Joins the engine thread after the terminal is back, so a slow last decode does not leave
+    // the screen frozen.
+    drop(worker);
+    result
+}
+
+async fn event_loop(
+    terminal: &mut DefaultTerminal,
+    app: &mut App,
+    worker: &Worker,
+    mut engine_events: UnboundedReceiver<EngineEvent>,
+) -> anyhow::Result<()> {
+    let size = terminal.size()?;
+    update(
+        app,
+        Action::Resize {
+            width: size.width,
+            height: size.height,
+        },
+    );
+    app.start();
+    let mut input = EventStream::new();
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        perform(app, worker)?;
+        if app.quit {
+            return Ok(());
+        }
+        terminal.draw(|f| render(app, f))?;
+        let action = tokio::select! {
+            ev = input.next() => match ev {
+                Some(Ok(ev)) => keys::action(app, &ev),
+                Some(Err(e)) => return Err(e).context("reading terminal input"),
+                None => return Ok(()),
+            },
+            ev = engine_events.recv() => match ev {
+                Some(ev) => Some(Action::Engine(ev)),
+                None => anyhow::bail!("the engine thread stopped unexpectedly"),
+            },
+            _ = tick.tick() => Some(Action::Tick),
+        };
+        if let Some(a) = action {
+            update(app, a);
+        }
+    }
+}
+
+/// Carries out the commands the last updates queued.
+fn perform(app: &mut App, worker: &Worker) -> anyhow::Result<()> {
+    let commands: Vec<Command> = std::mem::take(&mut app.outbox);
+    for cmd in commands {
+        match cmd {
+            Command::SaveSession(session) => {
+                let path = session_path();
+                let result = session
+                    .save(&path)
+                    .map(|()| path.display().to_string())
+                    .map_err(|e| format!("cannot save the session: {e}"));
+                update(app, Action::Saved(result));
+            }
+            other => {
+                if !worker.send(other) {
+                    anyhow::bail!("the engine thread stopped unexpectedly");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `sessions/session-<unix seconds>.json`, made unique if a file of that name exists.
+fn session_path() -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let dir = PathBuf::from(SESSIONS_DIR);
+    let mut path = dir.join(format!("session-{secs}.json"));
+    let mut i = 1;
+    while path.exists() {
+        path = dir.join(format!("session-{secs}-{i}.json"));
+        i += 1;
+    }
+    path
+}

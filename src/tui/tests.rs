@@ -1,0 +1,494 @@
+//! Whole-explorer tests: state transitions driven by actions with a fake engine answering the
+//! queued commands, and snapshots of the rendered screen (ratatui's TestBackend + insta).
+//!
+//! Every number on screen comes from the synthetic traces, so snapshots hold no volatile text.
+
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+
+use super::app::{update, Action, App, Command, EngineEvent, Tab};
+use super::fixtures;
+use super::layout::PanelId;
+use crate::decode::trace::Mode;
+
+/// Answers every engine command in the outbox as the engine thread would, in order.
+fn answer_all(app: &mut App) {
+    for cmd in std::mem::take(&mut app.outbox) {
+        for ev in engine_reply(app, cmd) {
+            update(app, Action::Engine(ev));
+        }
+    }
+}
+
+/// What the engine would send back for `cmd`, without applying it.
+fn engine_reply(app: &App, cmd: Command) -> Vec<EngineEvent> {
+    match cmd {
+        Command::Decode {
+            generation,
+            user,
+            params,
+        } => vec![EngineEvent::Decoded {
+            generation,
+            user,
+            run: Box::new(fixtures::answer(user, &params)),
+            auto: false,
+        }],
+        Command::Compare {
+            generation,
+            user,
+            params,
+            other_draft,
+        } => {
+            let other = crate::session::RunParams {
+                draft: other_draft,
+                ..params.clone()
+            };
+            let mut b = fixtures::answer(user, &other);
+            // The second draft is worse aligned: it gets nothing accepted in round 1.
+            b.trace = fixtures::trace(
+                params.mode,
+                params.n,
+                params.k,
+                params.gamma,
+                user as u32 + 1,
+                &[0],
+            );
+            vec![EngineEvent::Compared {
+                generation,
+                user,
+                a: Box::new(fixtures::answer(user, &params)),
+                b: Box::new(b),
+            }]
+        }
+        Command::Auto {
+            generation,
+            from,
+            params,
+        } => (from..app.users.len())
+            .map(|user| EngineEvent::Decoded {
+                generation,
+                user,
+                run: Box::new(fixtures::answer(user, &params)),
+                auto: true,
+            })
+            .chain(std::iter::once(EngineEvent::AutoDone { generation }))
+            .collect(),
+        Command::Cancel { .. } | Command::SaveSession(_) => vec![],
+    }
+}
+
+fn screen(app: &mut App, width: u16, height: u16) -> String {
+    update(app, Action::Resize { width, height });
+    let mut term = Terminal::new(TestBackend::new(width, height)).unwrap();
+    term.draw(|f| super::render(app, f)).unwrap();
+    term.backend().to_string()
+}
+
+fn act(app: &mut App, actions: &[Action]) {
+    for a in actions {
+        update(app, a.clone());
+    }
+}
+
+/// The explorer after three users were decoded, back on the first, stepped to round 1's accept.
+fn explored() -> App {
+    let mut app = fixtures::app(12);
+    app.start();
+    answer_all(&mut app);
+    for _ in 0..2 {
+        act(&mut app, &[Action::NextUser]);
+        answer_all(&mut app);
+    }
+    act(&mut app, &[Action::PrevUser, Action::PrevUser]);
+    answer_all(&mut app);
+    act(&mut app, &[const { Action::Step }; 5]);
+    app
+}
+
+#[test]
+fn snapshot_main_120x40() {
+    let mut app = explored();
+    insta::assert_snapshot!("main_120x40", screen(&mut app, 120, 40));
+}
+
+#[test]
+fn snapshot_finished_user_120x40() {
+    let mut app = explored();
+    act(&mut app, &[Action::RunToEnd]);
+    insta::assert_snapshot!("finished_120x40", screen(&mut app, 120, 40));
+}
+
+#[test]
+fn snapshot_main_80x24_tabs() {
+    let mut app = explored();
+    let decode = screen(&mut app, 80, 24);
+    act(&mut app, &[Action::RunToEnd, Action::SelectTab(Tab::Tree)]);
+    let tree = screen(&mut app, 80, 24);
+    act(&mut app, &[Action::SelectTab(Tab::Results)]);
+    let results = screen(&mut app, 80, 24);
+    insta::assert_snapshot!("main_80x24_decode", decode);
+    insta::assert_snapshot!("main_80x24_tree", tree);
+    insta::assert_snapshot!("main_80x24_results", results);
+}
+
+#[test]
+fn snapshot_help_overlay() {
+    let mut app = explored();
+    act(&mut app, &[Action::ToggleHelp]);
+    insta::assert_snapshot!("help_120x40", screen(&mut app, 120, 40));
+    act(&mut app, &[Action::Close]);
+    assert!(!app.ui.help);
+}
+
+#[test]
+fn snapshot_relaxed_round_with_rejected_and_resampled_beams() {
+    let mut app = fixtures::app(12);
+    app.start();
+    act(&mut app, &[Action::ToggleMode]);
+    answer_all(&mut app);
+    // Round 1: draft 1, 2, 3, verify, accept, target step.
+    act(&mut app, &[const { Action::Step }; 6]);
+    let c = app.current.as_ref().unwrap();
+    let r = &c.run.trace.rounds[0];
+    assert_eq!(
+        r.target_step.kind,
+        crate::decode::trace::TargetStepKind::Resampled
+    );
+    assert!(r
+        .nodes
+        .iter()
+        .any(|n| n.verdict == crate::decode::trace::Verdict::Rejected));
+    let text = screen(&mut app, 120, 40);
+    assert!(text.contains("resampled") && text.contains("rejected"));
+    insta::assert_snapshot!("relaxed_round_120x40", text);
+}
+
+#[test]
+fn snapshot_compare_and_too_small() {
+    let mut app = explored();
+    act(&mut app, &[Action::ToggleCompare]);
+    answer_all(&mut app);
+    insta::assert_snapshot!("compare_120x40", screen(&mut app, 120, 40));
+    insta::assert_snapshot!("too_small_50x15", screen(&mut app, 50, 15));
+}
+
+#[test]
+fn stepping_walks_the_phases_then_finishes() {
+    let mut app = fixtures::app(3);
+    app.start();
+    assert!(app.running());
+    answer_all(&mut app);
+    assert!(!app.running());
+    let total = super::phase::phases(&app.current.as_ref().unwrap().run.trace).len();
+    for i in 1..=total {
+        act(&mut app, &[Action::Step]);
+        assert_eq!(app.current.as_ref().unwrap().cursor, i);
+    }
+    assert!(app.current.as_ref().unwrap().finished());
+    // Stepping past the end only says so.
+    act(&mut app, &[Action::Step]);
+    assert_eq!(app.current.as_ref().unwrap().cursor, total);
+    assert!(app.status.contains("finished"));
+    assert!(app.narration.iter().any(|l| l.contains("accepted")));
+}
+
+#[test]
+fn keys_pressed_before_the_result_apply_when_it_arrives() {
+    let mut app = fixtures::app(3);
+    app.start();
+    act(&mut app, &[Action::Step]);
+    answer_all(&mut app);
+    assert_eq!(app.current.as_ref().unwrap().cursor, 1);
+
+    act(&mut app, &[Action::NextUser, Action::RunToEnd]);
+    answer_all(&mut app);
+    assert!(app.current.as_ref().unwrap().finished());
+}
+
+#[test]
+fn parameter_change_while_pending_drops_the_stale_result() {
+    let mut app = fixtures::app(3);
+    app.start();
+    let first = std::mem::take(&mut app.outbox);
+    act(&mut app, &[Action::IncN, Action::ToggleMode]);
+    let newer = std::mem::take(&mut app.outbox);
+    assert_eq!(newer.len(), 2);
+    // The old reply arrives late: ignored.
+    for cmd in first {
+        for ev in engine_reply(&app, cmd) {
+            update(&mut app, Action::Engine(ev));
+        }
+    }
+    assert!(app.current.is_none());
+    assert!(app.running());
+    // Only the newest request's reply is taken.
+    let last = newer.into_iter().last().unwrap();
+    match &last {
+        Command::Decode { params, .. } => {
+            assert_eq!((params.n, params.mode), (7, Mode::Relaxed));
+        }
+        other => panic!("expected a decode, got {other:?}"),
+    }
+    for ev in engine_reply(&app, last) {
+        update(&mut app, Action::Engine(ev));
+    }
+    let c = app.current.as_ref().unwrap();
+    assert_eq!((c.run.trace.n, c.run.trace.mode), (7, Mode::Relaxed));
+    assert!(!app.running());
+}
+
+#[test]
+fn parameter_bounds() {
+    let mut app = fixtures::app(1);
+    app.start();
+    // gamma is capped at L - 1 = 3 and floored at 1.
+    act(&mut app, &[Action::IncGamma]);
+    assert_eq!(app.params.gamma, 3);
+    act(
+        &mut app,
+        &[Action::DecGamma, Action::DecGamma, Action::DecGamma],
+    );
+    assert_eq!(app.params.gamma, 1);
+    // Raising K above N drags N along; N never drops below K.
+    act(
+        &mut app,
+        &[Action::IncK, Action::IncK, Action::IncK, Action::IncK],
+    );
+    assert_eq!((app.params.k, app.params.n), (7, 7));
+    act(&mut app, &[Action::DecN]);
+    assert_eq!(app.params.n, 7);
+    // N moves by 5 beyond 10.
+    act(
+        &mut app,
+        &[Action::IncN, Action::IncN, Action::IncN, Action::IncN],
+    );
+    assert_eq!(app.params.n, 15);
+    act(&mut app, &[Action::DecN]);
+    assert_eq!(app.params.n, 10);
+    act(&mut app, &[Action::DecN]);
+    assert_eq!(app.params.n, 9);
+    act(&mut app, &[Action::ToggleMode, Action::ToggleMode]);
+    assert_eq!(app.params.mode, Mode::Strict);
+    act(&mut app, &[Action::NextDraft]);
+    assert_eq!(app.params.draft, 1);
+    match app.outbox.last() {
+        Some(Command::Decode { params, .. }) => assert_eq!(params.draft, "sft"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn stats_are_kept_per_parameter_set() {
+    let mut app = fixtures::app(4);
+    app.start();
+    answer_all(&mut app);
+    act(&mut app, &[Action::NextUser]);
+    answer_all(&mut app);
+    assert_eq!(app.stats().unwrap().users.len(), 2);
+    act(&mut app, &[Action::ToggleMode]);
+    answer_all(&mut app);
+    assert_eq!(app.stats().unwrap().users.len(), 1);
+    act(&mut app, &[Action::ToggleMode]);
+    answer_all(&mut app);
+    // Back in strict mode: the two users are still there, and re-running one did not double it.
+    assert_eq!(app.stats().unwrap().users.len(), 2);
+}
+
+#[test]
+fn auto_run_feeds_stats_and_stops_on_request() {
+    let mut app = fixtures::app(5);
+    app.start();
+    answer_all(&mut app);
+    act(&mut app, &[Action::ToggleAuto]);
+    assert!(app.auto);
+    let cmd = app.outbox.pop().unwrap();
+    let replies = engine_reply(&app, cmd);
+    // Two users come in, then the user stops the run; the rest is stale.
+    let mut it = replies.into_iter();
+    for ev in it.by_ref().take(2) {
+        update(&mut app, Action::Engine(ev));
+    }
+    assert_eq!(app.user, 1);
+    act(&mut app, &[Action::ToggleAuto]);
+    assert!(!app.auto && !app.running());
+    assert!(matches!(app.outbox.last(), Some(Command::Cancel { .. })));
+    for ev in it {
+        update(&mut app, Action::Engine(ev));
+    }
+    assert_eq!(app.user, 1);
+    assert_eq!(app.stats().unwrap().users.len(), 2);
+
+    // A full auto-run reaches the end and reports it.
+    act(&mut app, &[Action::ToggleAuto]);
+    answer_all(&mut app);
+    assert!(!app.auto && !app.running());
+    assert_eq!(app.user, 4);
+    assert_eq!(app.stats().unwrap().users.len(), 5);
+}
+
+#[test]
+fn compare_needs_two_drafts_and_decodes_both() {
+    let mut app = fixtures::app(2);
+    app.start();
+    answer_all(&mut app);
+    act(&mut app, &[Action::ToggleCompare]);
+    match app.outbox.last() {
+        Some(Command::Compare { other_draft, .. }) => assert_eq!(other_draft, "sft"),
+        other => panic!("{other:?}"),
+    }
+    answer_all(&mut app);
+    assert!(app.current.as_ref().unwrap().other.is_some());
+    act(&mut app, &[Action::ToggleCompare]);
+    assert!(matches!(app.outbox.last(), Some(Command::Decode { .. })));
+
+    let mut one = fixtures::app(1);
+    one.header.drafts.truncate(1);
+    one.start();
+    act(&mut one, &[Action::ToggleCompare]);
+    assert!(one.compare.is_none());
+    assert!(one.status.contains("two draft"));
+}
+
+#[test]
+fn recording_saves_explored_users() {
+    let mut app = fixtures::app(3);
+    app.start();
+    answer_all(&mut app);
+    act(&mut app, &[Action::ToggleRecord]);
+    act(&mut app, &[Action::NextUser]);
+    answer_all(&mut app);
+    act(&mut app, &[Action::ToggleMode]);
+    answer_all(&mut app);
+    act(&mut app, &[Action::ToggleRecord]);
+    match app.outbox.pop() {
+        Some(Command::SaveSession(s)) => {
+            assert_eq!(s.version, crate::session::SESSION_VERSION);
+            // User 1 (strict, recorded at start), user 2 strict and relaxed.
+            assert_eq!(s.users.len(), 3);
+            assert_eq!(s.header.dataset, "synthetic");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(app.recording.is_none());
+
+    // Quitting while recording saves too.
+    act(&mut app, &[Action::ToggleRecord, Action::Quit]);
+    assert!(app.quit);
+    assert!(matches!(app.outbox.first(), Some(Command::SaveSession(_))));
+}
+
+#[test]
+fn search_by_id_and_title() {
+    let mut app = fixtures::app(6);
+    app.start();
+    act(&mut app, &[Action::SearchStart]);
+    for c in "4".chars() {
+        act(&mut app, &[Action::SearchInput(c)]);
+    }
+    act(&mut app, &[Action::SearchSubmit]);
+    assert_eq!(app.user_view().unwrap().user, 4);
+    assert!(app.ui.search.is_none());
+
+    let title = app.users[1].history[0].title.to_uppercase();
+    act(&mut app, &[Action::SearchStart]);
+    for c in title.chars() {
+        act(&mut app, &[Action::SearchInput(c)]);
+    }
+    act(&mut app, &[Action::SearchSubmit]);
+    assert!(app
+        .user_view()
+        .unwrap()
+        .history
+        .iter()
+        .any(|h| h.title.to_uppercase() == title));
+
+    act(
+        &mut app,
+        &[
+            Action::SearchStart,
+            Action::SearchInput('z'),
+            Action::SearchInput('q'),
+            Action::SearchSubmit,
+        ],
+    );
+    assert!(app.status.contains("no user matches"));
+}
+
+#[test]
+fn mouse_wheel_scrolls_the_panel_under_it() {
+    let mut app = explored();
+    update(
+        &mut app,
+        Action::Resize {
+            width: 120,
+            height: 40,
+        },
+    );
+    // Row 5, column 2 is inside the user panel at 120x40.
+    act(
+        &mut app,
+        &[Action::MouseScroll {
+            column: 2,
+            row: 5,
+            dy: 3,
+        }],
+    );
+    assert_eq!(app.ui.focus, PanelId::User);
+    assert_eq!(app.ui.scroll.user, 3);
+    act(
+        &mut app,
+        &[Action::MouseScroll {
+            column: 2,
+            row: 5,
+            dy: -9,
+        }],
+    );
+    assert_eq!(app.ui.scroll.user, 0);
+    act(
+        &mut app,
+        &[Action::NextFocus, Action::Scroll { dy: 2, dx: 1 }],
+    );
+    assert_eq!(app.ui.focus, PanelId::Beams);
+    assert_eq!(app.ui.scroll.beams, 2);
+    // Scrolling stops at the last line, so the way back is immediate.
+    let rows = super::panels::beams::rows(&app) as u16;
+    act(&mut app, &[Action::Scroll { dy: 1000, dx: 0 }]);
+    assert_eq!(app.ui.scroll.beams, rows - 1);
+    act(&mut app, &[Action::Scroll { dy: -1, dx: 0 }]);
+    assert_eq!(app.ui.scroll.beams, rows - 2);
+}
+
+#[test]
+fn failures_show_in_the_status_line() {
+    let mut app = fixtures::app(2);
+    app.start();
+    let generation = app.generation;
+    update(
+        &mut app,
+        Action::Engine(EngineEvent::Failed {
+            generation,
+            message: "model exploded".into(),
+        }),
+    );
+    assert!(!app.running());
+    assert_eq!(app.status, "model exploded");
+    assert!(screen(&mut app, 120, 40).contains("model exploded"));
+}
+
+#[test]
+fn tab_on_a_small_screen_switches_groups_and_focus() {
+    let mut app = explored();
+    update(
+        &mut app,
+        Action::Resize {
+            width: 80,
+            height: 24,
+        },
+    );
+    act(&mut app, &[Action::NextFocus]);
+    assert_eq!((app.ui.tab, app.ui.focus), (Tab::Tree, PanelId::Attention));
+    act(&mut app, &[Action::Scroll { dy: 2, dx: 3 }]);
+    assert_eq!((app.ui.scroll.grid_row, app.ui.scroll.grid_col), (2, 3));
+    act(&mut app, &[Action::SelectTab(Tab::Results)]);
+    assert_eq!(app.ui.focus, PanelId::Recs);
+}

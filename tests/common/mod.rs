@@ -1,0 +1,41 @@
+//! Shared helpers for integration tests: tiny random catalogues and models.
+#![allow(dead_code)]
+
+use atspeed::model::{KvCache, LlamaConfig, Llm};
+use atspeed::synth::{self, Catalogue};
+use candle_core::Device;
+
+pub fn catalogue(seed: u64) -> Catalogue {
+    synth::catalogue([6, 8, 8, 8], 120, seed)
+}
+
+/// A small random model over the catalogue's vocabulary. std 0.15 makes the distributions
+/// peaked, so float near-ties between two kernels are rare.
+pub fn model(cat: &Catalogue, layers: usize, hidden: usize, seed: u64) -> Llm {
+    let cfg = LlamaConfig::compact(cat.vocab.len(), layers, hidden, 4, 2);
+    Llm::random(&cfg, cat.vocab.tokens().to_vec(), 0.15, seed, &Device::Cpu).unwrap()
+}
+
+/// Log-probs after running `tokens` as one plain causal sequence (no tree, no cache reuse).
+pub fn plain_last_logp(llm: &Llm, tokens: &[u32]) -> Vec<f32> {
+    let t = tokens.len();
+    let mut mask = vec![f32::NEG_INFINITY; t * t];
+    for i in 0..t {
+        for j in 0..=i {
+            mask[i * t + j] = 0.0;
+        }
+    }
+    let pos: Vec<u32> = (0..t as u32).collect();
+    let mut cache = KvCache::new(llm.config().num_hidden_layers);
+    let lp = llm
+        .log_probs(tokens, &pos, &mask, &mut cache, &[t as u32 - 1])
+        .unwrap();
+    lp.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}

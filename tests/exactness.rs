@@ -1,0 +1,172 @@
+//! The heart of the project: tree attention is exact, the cache is exact, and strict speculative
+//! decoding returns the target's own beam search, item for item.
+
+mod common;
+
+use atspeed::decode::tree::{ModelState, NodeId, Rows, Tree};
+use atspeed::decode::{beam_search, speculative, Mode, SpecParams};
+use atspeed::ids::ID_LEN;
+use atspeed::synth;
+use common::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+#[test]
+fn tree_attention_equals_separate_runs() {
+    let mut worst = 0.0f32;
+    for case in 0..6u64 {
+        let cat = catalogue(case);
+        let llm = model(&cat, 2, 32, 100 + case);
+        let mut rng = ChaCha8Rng::seed_from_u64(case);
+        let prompt = synth::prompt(&cat, rng.random_range(0..6), &mut rng);
+        let (mut tree, root) = Tree::with_prompt(&prompt);
+        // A random tree: depth up to 3, random branching, random tokens.
+        let mut frontier = vec![root];
+        let mut all = Vec::new();
+        for _ in 0..3 {
+            let mut next = Vec::new();
+            for &p in &frontier {
+                for _ in 0..rng.random_range(1..4) {
+                    let tok = rng.random_range(4..cat.vocab.len() as u32);
+                    let n = tree.push(p, tok, 0);
+                    next.push(n);
+                    all.push(n);
+                }
+            }
+            frontier = next;
+        }
+        let mut state = ModelState::new(&llm);
+        let mut fed: Vec<NodeId> = (0..prompt.len() as NodeId).collect();
+        fed.extend(&all);
+        let (lp, _) = state.feed(&llm, &tree, &fed, &all).unwrap();
+        let rows = Rows::from_tensor(&lp).unwrap();
+        for (i, &n) in all.iter().enumerate() {
+            let mut seq = prompt.clone();
+            seq.extend(tree.path(n));
+            let reference = plain_last_logp(&llm, &seq);
+            worst = worst.max(max_abs_diff(rows.row(i), &reference));
+        }
+    }
+    assert!(worst <= 1e-4, "tree attention differs by {worst}");
+}
+
+#[test]
+fn cached_incremental_decoding_equals_full_recomputation() {
+    let cat = catalogue(7);
+    let llm = model(&cat, 3, 32, 7);
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mut seq = synth::prompt(&cat, 4, &mut rng);
+    seq.extend_from_slice(&cat.items[3]);
+    let (tree, _) = Tree::with_prompt(&seq);
+    // Feed in uneven chunks, each chunk attending to the cache.
+    let mut state = ModelState::new(&llm);
+    let mut start = 0;
+    let mut worst = 0.0f32;
+    for chunk in [5usize, 1, 7, 2, 100] {
+        let end = (start + chunk).min(seq.len());
+        if start >= end {
+            break;
+        }
+        let fed: Vec<NodeId> = (start as NodeId..end as NodeId).collect();
+        let (lp, _) = state.feed(&llm, &tree, &fed, &fed).unwrap();
+        let rows = Rows::from_tensor(&lp).unwrap();
+        for (i, pos) in (start..end).enumerate() {
+            let reference = plain_last_logp(&llm, &seq[..=pos]);
+            worst = worst.max(max_abs_diff(rows.row(i), &reference));
+        }
+        start = end;
+    }
+    assert_eq!(start, seq.len());
+    assert!(worst <= 1e-4, "incremental decoding differs by {worst}");
+}
+
+/// Compares a speculative list with the target-only list: same tokens in the same order with
+/// scores within 1e-5, or (a float near-tie between the two kernels) the same score profile.
+fn same_list(
+    a: &[atspeed::decode::BeamView],
+    b: &[atspeed::decode::BeamView],
+) -> Result<bool, String> {
+    if a.len() != b.len() {
+        return Err(format!("lengths {} vs {}", a.len(), b.len()));
+    }
+    for (x, y) in a.iter().zip(b) {
+        if (x.score - y.score).abs() > 1e-5 {
+            return Err(format!(
+                "scores {} vs {} ({:?} vs {:?})",
+                x.score, y.score, x.tokens, y.tokens
+            ));
+        }
+    }
+    Ok(a.iter().zip(b).all(|(x, y)| x.tokens == y.tokens))
+}
+
+#[test]
+fn strict_speculative_equals_target_beam_search() {
+    let mut rng = ChaCha8Rng::seed_from_u64(2024);
+    let mut cases = 0;
+    let mut near_ties = 0;
+    let mut self_draft_cases = 0;
+    for case in 0..220u64 {
+        let cat = synth::catalogue(
+            [
+                rng.random_range(3..10),
+                rng.random_range(3..10),
+                rng.random_range(2..8),
+                rng.random_range(2..8),
+            ],
+            rng.random_range(20..300),
+            case,
+        );
+        let target = model(&cat, 2, 32, 1000 + case);
+        let self_draft = case % 4 == 0;
+        let draft = if self_draft {
+            target.clone()
+        } else {
+            model(&cat, 1, 16, 5000 + case)
+        };
+        let k = [1, 2, 3, 5, 8, 10, 20][rng.random_range(0..7)];
+        let n = if self_draft || rng.random_bool(0.3) {
+            k
+        } else {
+            k + rng.random_range(1..25)
+        };
+        let gamma = rng.random_range(1..=4);
+        let prompt = synth::prompt(&cat, rng.random_range(0..8), &mut rng);
+        let params = SpecParams {
+            mode: Mode::Strict,
+            n,
+            k,
+            gamma,
+        };
+        let base = beam_search(&target, &cat.trie, &prompt, k).unwrap();
+        let spec = speculative(&target, &draft, &cat.trie, &prompt, &params, &mut rng).unwrap();
+        match same_list(&spec.beams, &base.beams) {
+            Ok(true) => {}
+            Ok(false) => near_ties += 1,
+            Err(e) => panic!("case {case} (N {n} K {k} gamma {gamma}): {e}"),
+        }
+        // Every round advances; steps add up to L.
+        let steps: usize = spec
+            .rounds
+            .iter()
+            .map(|r| r.target_step.depth - r.start_depth)
+            .sum();
+        assert_eq!(steps, ID_LEN);
+        if self_draft {
+            for r in &spec.rounds {
+                assert_eq!(
+                    r.accepted, r.drafted,
+                    "case {case}: self-draft must accept every step"
+                );
+            }
+            if gamma >= ID_LEN - 1 {
+                assert_eq!(spec.accepted_steps(), ID_LEN - 1);
+                assert_eq!(spec.target_passes(), 1);
+            }
+            self_draft_cases += 1;
+        }
+        cases += 1;
+    }
+    assert!(cases >= 200 && self_draft_cases >= 50);
+    assert!(near_ties <= 2, "{near_ties} near-tie swaps");
+}

@@ -1,0 +1,105 @@
+//! Record, save, load and replay a session through the public API, with no model: the teaching
+//! path `atspeed replay sessions/NAME.json` takes.
+
+use atspeed::decode::trace::Mode;
+use atspeed::session::{Session, UserRecord};
+use atspeed::tui::engine::Engine;
+use atspeed::tui::{fixtures, replay, update, Action, App, Command, EngineEvent};
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+
+fn recorded() -> Session {
+    let mut s = Session::new(fixtures::header());
+    for id in [3, 8] {
+        s.push(UserRecord {
+            user: fixtures::user(id),
+            run: fixtures::strict_run(id),
+        });
+    }
+    s.push(UserRecord {
+        user: fixtures::user(3),
+        run: fixtures::relaxed_run(3),
+    });
+    s
+}
+
+/// Answers the app's queued engine commands with the replay engine, as the engine thread would.
+fn serve(app: &mut App, engine: &mut replay::ReplayEngine) {
+    for cmd in std::mem::take(&mut app.outbox) {
+        let ev = match cmd {
+            Command::Decode {
+                generation,
+                user,
+                params,
+            } => match engine.decode(user, &params) {
+                Ok(run) => EngineEvent::Decoded {
+                    generation,
+                    user,
+                    run: Box::new(run),
+                    auto: false,
+                },
+                Err(e) => EngineEvent::Failed {
+                    generation,
+                    message: e.to_string(),
+                },
+            },
+            other => panic!("unexpected command {other:?}"),
+        };
+        update(app, Action::Engine(ev));
+    }
+}
+
+fn screen(app: &App, width: u16, height: u16) -> String {
+    let mut term = Terminal::new(TestBackend::new(width, height)).unwrap();
+    term.draw(|f| atspeed::tui::render(app, f)).unwrap();
+    term.backend().to_string()
+}
+
+#[test]
+fn a_saved_session_replays_without_a_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions").join("lesson.json");
+    let s = recorded();
+    s.save(&path).unwrap();
+
+    let loaded = Session::load(&path).unwrap();
+    assert_eq!(loaded, s);
+    let (mut app, mut engine) = replay::replay_app(&loaded, &path);
+    assert_eq!(engine.num_users(), 2);
+    app.start();
+    serve(&mut app, &mut engine);
+    update(&mut app, Action::RunToEnd);
+    let c = app.current.as_ref().expect("the first user replays");
+    assert_eq!(c.run, s.users[0].run);
+    let text = screen(&app, 120, 40);
+    assert!(text.contains("REPLAY"), "{text}");
+    assert!(text.contains("target-only list: identical"), "{text}");
+
+    // The relaxed run of the same user was recorded too.
+    update(&mut app, Action::ToggleMode);
+    serve(&mut app, &mut engine);
+    assert_eq!(app.current.as_ref().unwrap().run.trace.mode, Mode::Relaxed);
+
+    // Parameters never recorded: a message, not a crash.
+    update(&mut app, Action::IncN);
+    serve(&mut app, &mut engine);
+    assert!(app.current.is_none());
+    assert!(app.status.contains("not recorded"), "{}", app.status);
+    assert!(screen(&app, 80, 24).contains("not recorded"));
+}
+
+#[test]
+fn bad_session_files_are_reported_with_their_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.json");
+    std::fs::write(&path, "{\"version\": 1, \"users\": 3}").unwrap();
+    // run_replay loads before touching the terminal, so this is safe without one.
+    let e = atspeed::tui::run_replay(&path).unwrap_err().to_string();
+    assert!(e.contains("broken.json"), "{e}");
+
+    let mut v = serde_json::to_value(recorded()).unwrap();
+    v["version"] = serde_json::json!(2);
+    std::fs::write(&path, v.to_string()).unwrap();
+    let e = atspeed::tui::run_replay(&path).unwrap_err().to_string();
+    assert!(e.contains("broken.json") && e.contains("version 2"), "{e}");
+}
