@@ -4,6 +4,7 @@
 //! explorer (`tui`), which only consumes the plain-data traces the decoder emits.
 
 pub mod decode;
+pub mod device;
 mod error;
 pub mod ids;
 pub mod model;

@@ -1,1 +1,502 @@
-fn main() {}
+//! The `atspeed` command line: a thin layer over the library. With no subcommand it opens the
+//! terminal explorer on the shipped demo assets.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use atspeed::data::{Dataset, DEFAULT_HISTORY};
+use atspeed::decode::{beam_search, speculative, Mode, SpecParams};
+use atspeed::device::{label, parse_device};
+use atspeed::eval::bench::{run_bench, BenchConfig};
+use atspeed::model::{checkpoint, LlamaConfig, Llm};
+
+#[derive(Parser)]
+#[command(
+    name = "atspeed",
+    version,
+    about = "Speculative beam decoding for LLM-based generative recommendation"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Open the terminal explorer (the default).
+    Tui(TuiArgs),
+    /// Replay a recorded session without any model.
+    Replay { file: PathBuf },
+    /// Print a user's history and top-K recommendations.
+    Recommend(RecommendArgs),
+    /// Measure target-only vs speculative decoding on test users.
+    Bench(BenchArgs),
+    /// Summarise a dataset folder or a checkpoint folder.
+    Inspect { dir: PathBuf },
+    /// Write a randomly initialised checkpoint sized for a dataset's vocabulary.
+    NewModel(NewModelArgs),
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Dataset folder (reference layout).
+    #[arg(long, default_value_os_t = default_asset("beauty"))]
+    data: PathBuf,
+    /// Target checkpoint folder.
+    #[arg(long, default_value_os_t = default_asset("models/target"))]
+    target: PathBuf,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// History length H of the prompts.
+    #[arg(long, default_value_t = DEFAULT_HISTORY)]
+    history: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(Args)]
+struct DecodeArgs {
+    /// strict (lossless) or relaxed (sampling verification).
+    #[arg(long, default_value = "strict")]
+    mode: Mode,
+    /// Drafted beams per depth (N >= K).
+    #[arg(long, default_value_t = 40)]
+    n: usize,
+    /// Drafted steps per round.
+    #[arg(long, default_value_t = 3)]
+    gamma: usize,
+}
+
+#[derive(Args)]
+struct TuiArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    decode: DecodeArgs,
+    /// Draft models as NAME=DIR (repeatable); default: every folder under assets/models except
+    /// the target.
+    #[arg(long = "draft", value_name = "NAME=DIR")]
+    drafts: Vec<String>,
+    /// Beam size K.
+    #[arg(long, default_value_t = 20)]
+    k: usize,
+    /// Start on this user (1-based uid).
+    #[arg(long)]
+    user: Option<u32>,
+    /// Show the interface on synthetic traces (no data or models needed).
+    #[arg(long)]
+    demo: bool,
+}
+
+#[derive(Args)]
+struct RecommendArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    decode: DecodeArgs,
+    /// Draft checkpoint: decode speculatively and report acceptance too.
+    #[arg(long)]
+    draft: Option<PathBuf>,
+    /// 1-based user id.
+    #[arg(long)]
+    user: u32,
+    #[arg(long, default_value_t = 10)]
+    k: usize,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    decode: DecodeArgs,
+    #[arg(long, default_value_os_t = default_asset("models/atspeed-s"))]
+    draft: PathBuf,
+    /// Beam sizes, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,3,5,10,20")]
+    k: Vec<usize>,
+    /// Test users to measure (0 = all).
+    #[arg(long, default_value_t = 500)]
+    users: usize,
+    /// Users decoded untimed before measuring.
+    #[arg(long, default_value_t = 5)]
+    warmup: usize,
+    /// Write the full report as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct NewModelArgs {
+    /// Dataset whose vocabulary the model covers.
+    #[arg(long, default_value_os_t = default_asset("beauty"))]
+    data: PathBuf,
+    #[arg(long, default_value_t = 3)]
+    layers: usize,
+    #[arg(long, default_value_t = 128)]
+    hidden: usize,
+    #[arg(long, default_value_t = 4)]
+    heads: usize,
+    #[arg(long)]
+    kv_heads: Option<usize>,
+    /// Standard deviation of the normal initialisation (Hugging Face: 0.02).
+    #[arg(long, default_value_t = 0.02)]
+    std: f32,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// `assets/NAME` in the working directory, else in the source tree the binary was built from.
+fn default_asset(name: &str) -> PathBuf {
+    let local = Path::new("assets").join(name);
+    if local.exists() {
+        return local;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets")
+        .join(name)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let interactive = matches!(
+        cli.command,
+        None | Some(Command::Tui(_)) | Some(Command::Replay { .. })
+    );
+    if !interactive {
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+            .format_timestamp(None)
+            .init();
+    }
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        None => tui(TuiArgs::parse_defaults()),
+        Some(Command::Tui(a)) => tui(a),
+        Some(Command::Replay { file }) => atspeed::tui::run_replay(&file),
+        Some(Command::Recommend(a)) => recommend(a),
+        Some(Command::Bench(a)) => bench(a),
+        Some(Command::Inspect { dir }) => inspect(&dir),
+        Some(Command::NewModel(a)) => new_model(a),
+    }
+}
+
+impl TuiArgs {
+    fn parse_defaults() -> TuiArgs {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            a: TuiArgs,
+        }
+        Only::parse_from(["atspeed"]).a
+    }
+}
+
+fn load_data(dir: &Path) -> Result<Dataset> {
+    Ok(Dataset::load(dir)?)
+}
+
+/// Loads a checkpoint and checks it speaks the dataset's vocabulary.
+fn load_model(dir: &Path, data: &Dataset, device: &candle_core::Device) -> Result<Llm> {
+    let m = Llm::load(dir, device)?;
+    if m.vocab != data.vocab.tokens() {
+        bail!(
+            "{}: vocabulary ({} tokens) does not match dataset {} ({} tokens)",
+            dir.display(),
+            m.vocab.len(),
+            data.dir.display(),
+            data.vocab.len()
+        );
+    }
+    Ok(m)
+}
+
+fn tui(a: TuiArgs) -> Result<()> {
+    if a.demo {
+        return atspeed::tui::run_demo();
+    }
+    let device = parse_device(&a.common.device)?;
+    let data = load_data(&a.common.data)?;
+    let target = load_model(&a.common.target, &data, &device)?;
+    let mut drafts = Vec::new();
+    if a.drafts.is_empty() {
+        let models = a
+            .common
+            .target
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(&models)
+            .with_context(|| format!("listing drafts in {}", models.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join(checkpoint::CONFIG).exists() && *p != a.common.target)
+            .collect();
+        dirs.sort();
+        // Aligned drafts first: they are what the explorer is for.
+        dirs.sort_by_key(|p| !p.to_string_lossy().contains("atspeed"));
+        for d in dirs {
+            let name = d
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            drafts.push((name, load_model(&d, &data, &device)?));
+        }
+    } else {
+        for spec in &a.drafts {
+            let (name, dir) = spec
+                .split_once('=')
+                .map(|(n, d)| (n.to_string(), PathBuf::from(d)))
+                .unwrap_or_else(|| {
+                    let p = PathBuf::from(spec);
+                    (
+                        p.file_name()
+                            .unwrap_or_default()
+                            .to_string_lossy()
+                            .into_owned(),
+                        p,
+                    )
+                });
+            drafts.push((name, load_model(&dir, &data, &device)?));
+        }
+    }
+    if drafts.is_empty() {
+        bail!("no draft model: pass --draft NAME=DIR");
+    }
+    SpecParams {
+        mode: a.decode.mode,
+        n: a.decode.n,
+        k: a.k,
+        gamma: a.decode.gamma,
+    }
+    .validate()?;
+    atspeed::tui::run_explorer(atspeed::tui::ExplorerContext {
+        dataset: data,
+        target,
+        drafts,
+        device: label(&device),
+        params: atspeed::tui::Params {
+            mode: a.decode.mode,
+            n: a.decode.n,
+            k: a.k,
+            gamma: a.decode.gamma,
+            draft: 0,
+        },
+        seed: a.common.seed,
+        history: a.common.history,
+        user: a.user,
+    })
+}
+
+fn recommend(a: RecommendArgs) -> Result<()> {
+    use rand::SeedableRng;
+    let device = parse_device(&a.common.device)?;
+    let data = load_data(&a.common.data)?;
+    let target = load_model(&a.common.target, &data, &device)?;
+    let sample = data.user_sample(a.user, a.common.history)?;
+    println!(
+        "user {} - {} history items (oldest first):",
+        sample.user,
+        sample.history.len()
+    );
+    for item in &sample.history {
+        println!(
+            "  {}  {}",
+            data.vocab.render(&data.items[*item as usize]),
+            data.title(*item)
+        );
+    }
+    if !sample.target_items.is_empty() {
+        println!("ground truth (test):");
+        for item in &sample.target_items {
+            println!(
+                "  {}  {}",
+                data.vocab.render(&data.items[*item as usize]),
+                data.title(*item)
+            );
+        }
+    }
+    let prompt = data.prompt(&sample.history);
+    let (beams, how) = match &a.draft {
+        None => {
+            let b = beam_search(&target, &data.trie, &prompt, a.k)?;
+            let how = format!(
+                "target-only beam search, {} target passes, {:.1} ms",
+                b.target_passes, b.time_ms
+            );
+            (b.beams, how)
+        }
+        Some(dir) => {
+            let draft = load_model(dir, &data, &device)?;
+            let params = SpecParams {
+                mode: a.decode.mode,
+                n: a.decode.n,
+                k: a.k,
+                gamma: a.decode.gamma,
+            };
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(a.common.seed);
+            let t = speculative(&target, &draft, &data.trie, &prompt, &params, &mut rng)?;
+            let times = t.times();
+            let how = format!(
+                "speculative ({}, N {} gamma {}), {} accepted steps, {} target + {} draft passes, {:.1} ms",
+                a.decode.mode.name(),
+                a.decode.n,
+                a.decode.gamma,
+                t.accepted_steps(),
+                t.target_passes(),
+                t.draft_passes(),
+                times.total_ms()
+            );
+            (t.beams, how)
+        }
+    };
+    println!("top {} recommendations ({how}):", a.k);
+    for (rank, b) in beams.iter().enumerate() {
+        let ident: Option<atspeed::ids::Identifier> = b.tokens.clone().try_into().ok();
+        let hit = ident.map(|i| sample.targets.contains(&i)).unwrap_or(false);
+        let items = ident
+            .map(|i| data.items_of(&i).to_vec())
+            .unwrap_or_default();
+        let titles: Vec<String> = items.iter().map(|&i| data.title(i)).collect();
+        println!(
+            "{:>3} {} {:>9.4}  {}  {}",
+            rank + 1,
+            if hit { "*" } else { " " },
+            b.score,
+            data.vocab.render(&b.tokens),
+            titles.join(" | ")
+        );
+    }
+    Ok(())
+}
+
+fn bench(a: BenchArgs) -> Result<()> {
+    let device = parse_device(&a.common.device)?;
+    let data = load_data(&a.common.data)?;
+    let target = load_model(&a.common.target, &data, &device)?;
+    let draft = load_model(&a.draft, &data, &device)?;
+    let cfg = BenchConfig {
+        mode: a.decode.mode,
+        ks: a.k.clone(),
+        n: a.decode.n,
+        gamma: a.decode.gamma,
+        users: a.users,
+        warmup: a.warmup,
+        history: a.common.history,
+        seed: a.common.seed,
+    };
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} users x K  {elapsed} (eta {eta})",
+        )
+        .expect("valid template"),
+    );
+    let report = run_bench(
+        &data,
+        &target,
+        &draft,
+        &cfg,
+        &label(&device),
+        |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )?;
+    bar.finish_and_clear();
+    println!("{}", report.table());
+    if let Some(path) = &a.json {
+        let json = serde_json::to_vec_pretty(&report)?;
+        checkpoint::write_atomic(path, &json)?;
+        println!("wrote {}", path.display());
+    }
+    if a.decode.mode == Mode::Strict {
+        if let Some(r) = report.per_k.iter().find(|r| r.identical_fraction < 1.0) {
+            bail!(
+                "strict mode produced a list different from target-only beam search for K={} (identical fraction {:.4})",
+                r.k,
+                r.identical_fraction
+            );
+        }
+    }
+    Ok(())
+}
+
+fn inspect(dir: &Path) -> Result<()> {
+    if dir.join(checkpoint::CONFIG).exists() {
+        let m = Llm::load(dir, &candle_core::Device::Cpu)?;
+        let c = m.config();
+        println!("checkpoint {}", dir.display());
+        println!(
+            "  architecture   {} ({})",
+            c.architectures.join(", "),
+            c.model_type
+        );
+        println!(
+            "  shape          {} layers, hidden {}, intermediate {}, {} heads ({} key/value heads)",
+            c.num_hidden_layers,
+            c.hidden_size,
+            c.intermediate_size,
+            c.num_attention_heads,
+            c.kv_heads()
+        );
+        println!(
+            "  parameters     {} ({})",
+            m.num_params(),
+            atspeed::model::human_count(m.num_params())
+        );
+        println!("  stored dtype   {}", c.torch_dtype);
+        println!(
+            "  vocabulary     {} tokens ({} prompt style)",
+            c.vocab_size, c.prompt_style
+        );
+        println!(
+            "  positions      up to {}, rope theta {}",
+            c.max_position_embeddings, c.rope_theta
+        );
+        println!("  tied embedding {}", c.tie_word_embeddings);
+        return Ok(());
+    }
+    let data = load_data(dir)?;
+    println!("{}", data.summary());
+    Ok(())
+}
+
+fn new_model(a: NewModelArgs) -> Result<()> {
+    let data = load_data(&a.data)?;
+    let kv = a.kv_heads.unwrap_or(a.heads);
+    let cfg = LlamaConfig::compact(data.vocab.len(), a.layers, a.hidden, a.heads, kv);
+    let dtype = checkpoint::parse_dtype(&a.dtype)?;
+    let m = Llm::random(
+        &cfg,
+        data.vocab.tokens().to_vec(),
+        a.std,
+        a.seed,
+        &candle_core::Device::Cpu,
+    )?;
+    m.save(&a.out, dtype)?;
+    println!(
+        "wrote {} ({}) to {}",
+        m.describe(),
+        checkpoint::dtype_name(dtype),
+        a.out.display()
+    );
+    Ok(())
+}

@@ -1,3 +1,4 @@
 //! Evaluation: ranking metrics over generated identifiers.
 
+pub mod bench;
 pub mod metrics;

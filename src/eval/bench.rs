@@ -1,0 +1,331 @@
+//! The benchmark behind `atspeed bench`: target-only beam search and speculative decoding on the
+//! same users, alternating per user in one process so machine noise hits both alike, reduced to
+//! the paper's metrics (SPEC section 5) plus the pass-cost ceiling.
+
+use std::time::Instant;
+
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use super::metrics::{RankingMetrics, CUTOFFS};
+use crate::data::{Dataset, Sample};
+use crate::decode::{beam_search, speculative, BeamOutcome, DecodeTrace, Mode, SpecParams};
+use crate::ids::{Identifier, ID_LEN};
+use crate::model::Llm;
+use crate::Result;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BenchConfig {
+    pub mode: Mode,
+    pub ks: Vec<usize>,
+    pub n: usize,
+    pub gamma: usize,
+    /// Test users to measure (the first ones of the test split); 0 means all.
+    pub users: usize,
+    /// Users decoded untimed first, so lazy initialisation does not count.
+    pub warmup: usize,
+    pub history: usize,
+    pub seed: u64,
+}
+
+/// Everything measured for one K.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct KReport {
+    pub k: usize,
+    pub users: usize,
+    /// Walltime speedup as the ratio of total times.
+    pub ws_total: f64,
+    /// Walltime speedup as the mean of per-user ratios (what the reference reports).
+    pub ws_mean: f64,
+    /// Accepted drafted steps per user.
+    pub accepted_steps: f64,
+    /// Acceptance rate of drafted depth 1, 2, 3 within a round (accepted / examined).
+    pub depth_acceptance: Vec<f64>,
+    pub baseline_target_passes: f64,
+    pub target_passes: f64,
+    pub draft_passes: f64,
+    /// Mean milliseconds per user.
+    pub baseline_ms: f64,
+    pub speculative_ms: f64,
+    pub draft_ms: f64,
+    pub verify_ms: f64,
+    pub other_ms: f64,
+    /// Mean cost of one speculative target pass and one draft pass (ms).
+    pub target_pass_ms: f64,
+    pub draft_pass_ms: f64,
+    /// Baseline time over the time of one target pass plus L - 1 draft passes: the speedup if
+    /// every drafted step were accepted, at the measured pass costs.
+    pub ceiling: f64,
+    /// Target-only target passes over speculative target passes: what a memory-bound device
+    /// turns into speed.
+    pub target_pass_ratio: f64,
+    /// Users whose speculative list equals the target-only list (1.0 required in strict mode).
+    pub identical_fraction: f64,
+    pub speculative_metrics: RankingMetrics,
+    pub baseline_metrics: RankingMetrics,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BenchReport {
+    pub dataset: String,
+    pub target: String,
+    pub draft: String,
+    pub device: String,
+    pub config: BenchConfig,
+    pub per_k: Vec<KReport>,
+}
+
+/// Accumulates per-user measurements for one K.
+#[derive(Default)]
+struct Acc {
+    r: KReport,
+    base_ms: Vec<f64>,
+    spec_ms: Vec<f64>,
+    depth_examined: [usize; ID_LEN],
+    depth_accepted: [usize; ID_LEN],
+    identical: usize,
+}
+
+impl Acc {
+    fn add(
+        &mut self,
+        base: &BeamOutcome,
+        base_ms: f64,
+        trace: &DecodeTrace,
+        spec_ms: f64,
+        truth: &[Identifier],
+    ) {
+        self.base_ms.push(base_ms);
+        self.spec_ms.push(spec_ms);
+        let r = &mut self.r;
+        r.users += 1;
+        r.accepted_steps += trace.accepted_steps() as f64;
+        r.baseline_target_passes += base.target_passes as f64;
+        r.target_passes += trace.target_passes() as f64;
+        r.draft_passes += trace.draft_passes() as f64;
+        let t = trace.times();
+        r.draft_ms += t.draft_ms;
+        r.verify_ms += t.verify_ms;
+        r.other_ms += t.other_ms;
+        for round in &trace.rounds {
+            let examined = if round.accepted < round.drafted {
+                round.accepted + 1
+            } else {
+                round.drafted
+            };
+            for d in 0..examined {
+                self.depth_examined[d] += 1;
+                if d < round.accepted {
+                    self.depth_accepted[d] += 1;
+                }
+            }
+        }
+        let ids = |v: &[crate::decode::BeamView]| -> Vec<Identifier> {
+            v.iter()
+                .filter_map(|b| b.tokens.clone().try_into().ok())
+                .collect()
+        };
+        let spec_ids = ids(&trace.beams);
+        let base_ids = ids(&base.beams);
+        if spec_ids == base_ids {
+            self.identical += 1;
+        }
+        r.speculative_metrics.add(&spec_ids, truth);
+        r.baseline_metrics.add(&base_ids, truth);
+    }
+
+    fn finish(mut self) -> KReport {
+        let n = self.r.users.max(1) as f64;
+        let r = &mut self.r;
+        let base_total: f64 = self.base_ms.iter().sum();
+        let spec_total: f64 = self.spec_ms.iter().sum();
+        r.ws_total = base_total / spec_total.max(1e-12);
+        r.ws_mean = self
+            .base_ms
+            .iter()
+            .zip(&self.spec_ms)
+            .map(|(b, s)| b / s.max(1e-12))
+            .sum::<f64>()
+            / n;
+        r.target_pass_ms = r.verify_ms / r.target_passes.max(1.0);
+        r.draft_pass_ms = r.draft_ms / r.draft_passes.max(1.0);
+        r.target_pass_ratio = r.baseline_target_passes / r.target_passes.max(1.0);
+        for v in [
+            &mut r.accepted_steps,
+            &mut r.baseline_target_passes,
+            &mut r.target_passes,
+            &mut r.draft_passes,
+            &mut r.draft_ms,
+            &mut r.verify_ms,
+            &mut r.other_ms,
+        ] {
+            *v /= n;
+        }
+        r.baseline_ms = base_total / n;
+        r.speculative_ms = spec_total / n;
+        r.ceiling =
+            r.baseline_ms / (r.target_pass_ms + (ID_LEN - 1) as f64 * r.draft_pass_ms).max(1e-12);
+        r.depth_acceptance = (0..ID_LEN - 1)
+            .map(|d| self.depth_accepted[d] as f64 / self.depth_examined[d].max(1) as f64)
+            .collect();
+        r.identical_fraction = self.identical as f64 / n;
+        self.r
+    }
+}
+
+/// Runs the benchmark. `progress` is called after every user with (done, total).
+pub fn run_bench(
+    data: &Dataset,
+    target: &Llm,
+    draft: &Llm,
+    cfg: &BenchConfig,
+    device: &str,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<BenchReport> {
+    let mut samples: Vec<Sample> = data.test_samples(cfg.history);
+    if cfg.users > 0 {
+        samples.truncate(cfg.users);
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
+    for &k in &cfg.ks {
+        SpecParams {
+            mode: cfg.mode,
+            n: cfg.n,
+            k,
+            gamma: cfg.gamma,
+        }
+        .validate()?;
+    }
+    // Warm-up: first-use costs (allocations, kernel compilation on GPU) out of the timings.
+    for s in samples.iter().take(cfg.warmup) {
+        let prompt = data.prompt(&s.history);
+        let p = SpecParams {
+            mode: cfg.mode,
+            n: cfg.n,
+            k: cfg.ks[0],
+            gamma: cfg.gamma,
+        };
+        beam_search(target, &data.trie, &prompt, p.k)?;
+        speculative(target, draft, &data.trie, &prompt, &p, &mut rng)?;
+    }
+    let total = samples.len() * cfg.ks.len();
+    let mut done = 0;
+    let mut per_k = Vec::new();
+    for &k in &cfg.ks {
+        let params = SpecParams {
+            mode: cfg.mode,
+            n: cfg.n,
+            k,
+            gamma: cfg.gamma,
+        };
+        let mut acc = Acc::default();
+        acc.r.k = k;
+        for (i, s) in samples.iter().enumerate() {
+            let prompt = data.prompt(&s.history);
+            let run_base = || -> Result<(BeamOutcome, f64)> {
+                let t = Instant::now();
+                let b = beam_search(target, &data.trie, &prompt, k)?;
+                Ok((b, t.elapsed().as_secs_f64() * 1e3))
+            };
+            let run_spec = |rng: &mut rand_chacha::ChaCha8Rng| -> Result<(DecodeTrace, f64)> {
+                let t = Instant::now();
+                let tr = speculative(target, draft, &data.trie, &prompt, &params, rng)?;
+                Ok((tr, t.elapsed().as_secs_f64() * 1e3))
+            };
+            // Alternate which runs first so drift (thermal, caches) does not favour one side.
+            let ((base, bms), (trace, sms)) = if i % 2 == 0 {
+                let b = run_base()?;
+                (b, run_spec(&mut rng)?)
+            } else {
+                let s = run_spec(&mut rng)?;
+                (run_base()?, s)
+            };
+            acc.add(&base, bms, &trace, sms, &s.targets);
+            done += 1;
+            progress(done, total);
+        }
+        per_k.push(acc.finish());
+    }
+    Ok(BenchReport {
+        dataset: data.name.clone(),
+        target: format!("{} ({})", target.name, target.describe()),
+        draft: format!("{} ({})", draft.name, draft.describe()),
+        device: device.to_string(),
+        config: cfg.clone(),
+        per_k,
+    })
+}
+
+impl BenchReport {
+    /// The table `atspeed bench` prints (markdown, so it pastes into notes as is).
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "{} | target {} | draft {} | {} | {} N={} gamma={} | {} users\n\n",
+            self.dataset,
+            self.target,
+            self.draft,
+            self.device,
+            self.config.mode.name(),
+            self.config.n,
+            self.config.gamma,
+            self.per_k.first().map(|k| k.users).unwrap_or(0)
+        );
+        s.push_str("| K | WS (totals) | WS (mean) | ceiling | AS | acc d1/d2/d3 | target passes base->spec | draft passes | base ms | spec ms | draft / verify / other ms | identical | Recall@5 | NDCG@5 |\n");
+        s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        for r in &self.per_k {
+            let acc: Vec<String> = r
+                .depth_acceptance
+                .iter()
+                .map(|a| format!("{a:.2}"))
+                .collect();
+            s.push_str(&format!(
+                "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.2} -> {:.2} ({:.2}x) | {:.2} | {:.2} | {:.2} | {:.2} / {:.2} / {:.2} | {:.3} | {:.4} | {:.4} |\n",
+                r.k,
+                r.ws_total,
+                r.ws_mean,
+                r.ceiling,
+                r.accepted_steps,
+                acc.join("/"),
+                r.baseline_target_passes,
+                r.target_passes,
+                r.target_pass_ratio,
+                r.draft_passes,
+                r.baseline_ms,
+                r.speculative_ms,
+                r.draft_ms,
+                r.verify_ms,
+                r.other_ms,
+                r.identical_fraction,
+                r.speculative_metrics.recall(5),
+                r.speculative_metrics.ndcg(5),
+            ));
+        }
+        let n = self.per_k.len().max(1) as f64;
+        let avg = |f: fn(&KReport) -> f64| self.per_k.iter().map(f).sum::<f64>() / n;
+        s.push_str(&format!(
+            "\naverage over K: WS (totals) {:.2}, WS (mean) {:.2}, AS {:.2}; pass costs: target {:.2} ms, draft {:.2} ms\n",
+            avg(|r| r.ws_total),
+            avg(|r| r.ws_mean),
+            avg(|r| r.accepted_steps),
+            avg(|r| r.target_pass_ms),
+            avg(|r| r.draft_pass_ms),
+        ));
+        if let Some(r) = self.per_k.last() {
+            s.push_str(&format!(
+                "target-only list at K={}: {}\n",
+                r.k,
+                CUTOFFS
+                    .iter()
+                    .filter(|&&c| c <= r.k)
+                    .map(|&c| format!(
+                        "Recall@{c} {:.4} NDCG@{c} {:.4}",
+                        r.baseline_metrics.recall(c),
+                        r.baseline_metrics.ndcg(c)
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        s
+    }
+}
