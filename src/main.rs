@@ -38,6 +38,24 @@ enum Command {
     Inspect { dir: PathBuf },
     /// Write a randomly initialised checkpoint sized for a dataset's vocabulary.
     NewModel(NewModelArgs),
+    /// Check a device: logits against the CPU f32 reference, strict exactness, a short bench.
+    Selftest(SelftestArgs),
+}
+
+#[derive(Args)]
+struct SelftestArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long, default_value_os_t = default_asset("models/atspeed-s"))]
+    draft: PathBuf,
+    /// Users for the exactness check.
+    #[arg(long, default_value_t = 200)]
+    users: usize,
+    /// Users for the short bench.
+    #[arg(long, default_value_t = 100)]
+    bench_users: usize,
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -51,6 +69,9 @@ struct Common {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Weight dtype on the device: f32, f16 or bf16 (CPU: f32 is the fast and exact choice).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
     /// History length H of the prompts.
     #[arg(long, default_value_t = DEFAULT_HISTORY)]
     history: usize,
@@ -195,6 +216,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Bench(a)) => bench(a),
         Some(Command::Inspect { dir }) => inspect(&dir),
         Some(Command::NewModel(a)) => new_model(a),
+        Some(Command::Selftest(a)) => selftest(a),
     }
 }
 
@@ -213,9 +235,24 @@ fn load_data(dir: &Path) -> Result<Dataset> {
     Ok(Dataset::load(dir)?)
 }
 
+/// Where and in which dtype models run, from the common flags.
+struct Placement {
+    device: candle_core::Device,
+    dtype: candle_core::DType,
+}
+
+impl Common {
+    fn placement(&self) -> Result<Placement> {
+        Ok(Placement {
+            device: parse_device(&self.device)?,
+            dtype: checkpoint::parse_dtype(&self.dtype)?,
+        })
+    }
+}
+
 /// Loads a checkpoint and checks it speaks the dataset's vocabulary.
-fn load_model(dir: &Path, data: &Dataset, device: &candle_core::Device) -> Result<Llm> {
-    let m = Llm::load(dir, device)?;
+fn load_model(dir: &Path, data: &Dataset, at: &Placement) -> Result<Llm> {
+    let m = Llm::load_as(dir, &at.device, at.dtype)?;
     if m.vocab != data.vocab.tokens() {
         bail!(
             "{}: vocabulary ({} tokens) does not match dataset {} ({} tokens)",
@@ -232,9 +269,9 @@ fn tui(a: TuiArgs) -> Result<()> {
     if a.demo {
         return atspeed::tui::run_demo();
     }
-    let device = parse_device(&a.common.device)?;
+    let at = a.common.placement()?;
     let data = load_data(&a.common.data)?;
-    let target = load_model(&a.common.target, &data, &device)?;
+    let target = load_model(&a.common.target, &data, &at)?;
     let mut drafts = Vec::new();
     if a.drafts.is_empty() {
         let models = a
@@ -257,7 +294,7 @@ fn tui(a: TuiArgs) -> Result<()> {
                 .unwrap_or_default()
                 .to_string_lossy()
                 .into_owned();
-            drafts.push((name, load_model(&d, &data, &device)?));
+            drafts.push((name, load_model(&d, &data, &at)?));
         }
     } else {
         for spec in &a.drafts {
@@ -274,7 +311,7 @@ fn tui(a: TuiArgs) -> Result<()> {
                         p,
                     )
                 });
-            drafts.push((name, load_model(&dir, &data, &device)?));
+            drafts.push((name, load_model(&dir, &data, &at)?));
         }
     }
     if drafts.is_empty() {
@@ -291,7 +328,7 @@ fn tui(a: TuiArgs) -> Result<()> {
         dataset: data,
         target,
         drafts,
-        device: label(&device),
+        device: label(&at.device),
         params: atspeed::tui::Params {
             mode: a.decode.mode,
             n: a.decode.n,
@@ -307,9 +344,9 @@ fn tui(a: TuiArgs) -> Result<()> {
 
 fn recommend(a: RecommendArgs) -> Result<()> {
     use rand::SeedableRng;
-    let device = parse_device(&a.common.device)?;
+    let at = a.common.placement()?;
     let data = load_data(&a.common.data)?;
-    let target = load_model(&a.common.target, &data, &device)?;
+    let target = load_model(&a.common.target, &data, &at)?;
     let sample = data.user_sample(a.user, a.common.history)?;
     println!(
         "user {} - {} history items (oldest first):",
@@ -344,7 +381,7 @@ fn recommend(a: RecommendArgs) -> Result<()> {
             (b.beams, how)
         }
         Some(dir) => {
-            let draft = load_model(dir, &data, &device)?;
+            let draft = load_model(dir, &data, &at)?;
             let params = SpecParams {
                 mode: a.decode.mode,
                 n: a.decode.n,
@@ -388,10 +425,10 @@ fn recommend(a: RecommendArgs) -> Result<()> {
 }
 
 fn bench(a: BenchArgs) -> Result<()> {
-    let device = parse_device(&a.common.device)?;
+    let at = a.common.placement()?;
     let data = load_data(&a.common.data)?;
-    let target = load_model(&a.common.target, &data, &device)?;
-    let draft = load_model(&a.draft, &data, &device)?;
+    let target = load_model(&a.common.target, &data, &at)?;
+    let draft = load_model(&a.draft, &data, &at)?;
     let cfg = BenchConfig {
         mode: a.decode.mode,
         ks: a.k.clone(),
@@ -414,7 +451,7 @@ fn bench(a: BenchArgs) -> Result<()> {
         &target,
         &draft,
         &cfg,
-        &label(&device),
+        &label(&at.device),
         |done, total| {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
@@ -498,5 +535,52 @@ fn new_model(a: NewModelArgs) -> Result<()> {
         checkpoint::dtype_name(dtype),
         a.out.display()
     );
+    Ok(())
+}
+
+fn selftest(a: SelftestArgs) -> Result<()> {
+    let at = a.common.placement()?;
+    let data = load_data(&a.common.data)?;
+    let target = load_model(&a.common.target, &data, &at)?;
+    let draft = load_model(&a.draft, &data, &at)?;
+    let cpu = Placement {
+        device: candle_core::Device::Cpu,
+        dtype: candle_core::DType::F32,
+    };
+    let reference = load_model(&a.common.target, &data, &cpu)?;
+    let r = atspeed::eval::selftest::run_selftest(
+        &data,
+        &target,
+        &draft,
+        &reference,
+        &at.device,
+        a.users,
+        a.bench_users,
+    )?;
+    let verdict = |ok: bool| if ok { "PASS" } else { "FAIL" };
+    println!("selftest on {} ({})", r.device, r.logits.dtype);
+    println!(
+        "  logits vs CPU f32 over {} users: max abs {:.2e}, max rel {:.2e}, tolerance {:.1e} abs  {}",
+        r.logits.users,
+        r.logits.max_abs,
+        r.logits.max_rel,
+        r.logits.tolerance_abs,
+        verdict(r.logits.pass)
+    );
+    println!(
+        "  strict == target-only on {} users (N 40, K 20, gamma 3): {} identical, {} float near-ties  {}",
+        r.exact.users,
+        r.exact.identical,
+        r.exact.near_ties,
+        verdict(r.exact.pass)
+    );
+    println!("{}", r.bench.table());
+    if let Some(path) = &a.json {
+        checkpoint::write_atomic(path, &serde_json::to_vec_pretty(&r)?)?;
+    }
+    if !r.pass() {
+        bail!("selftest failed on {}", r.device);
+    }
+    println!("selftest passed");
     Ok(())
 }

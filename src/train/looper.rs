@@ -1,0 +1,349 @@
+//! The training loop both trainers share: shuffled mini-batches, AdamW with warm-up + cosine
+//! decay and clipping, a progress bar, validation and early stopping once per epoch, the best
+//! checkpoint in `out`, and a resumable state in `out/last/`.
+//!
+//! Shuffling is seeded by (seed, epoch) and per-step randomness by (seed, step), so a resumed run
+//! replays exactly the batches the interrupted one would have seen, without saving RNG state.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Tensor};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use super::optim::{lr_at, AdamW};
+use super::weights::Weights;
+use super::{EpochStats, TrainReport, LAST_DIR, REPORT_FILE};
+use crate::model::{checkpoint, LlamaConfig, Llm};
+use crate::{Error, Result};
+
+/// File of the loop's state inside `out/last/`.
+pub const STATE_FILE: &str = "trainer_state.json";
+
+/// Loop parameters common to the target and the draft.
+#[derive(Clone, Debug)]
+pub(crate) struct LoopSettings {
+    /// `target` or `draft:<method>`; a resume refuses a state of another kind.
+    pub kind: String,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub min_lr_ratio: f64,
+    pub warmup_steps: usize,
+    pub weight_decay: f64,
+    pub clip_norm: f64,
+    /// Epochs without improvement before stopping; 0 never stops early.
+    pub patience: usize,
+    pub seed: u64,
+    pub max_steps: Option<usize>,
+    /// Also save `out/last/` every this many steps (0: only at epoch ends).
+    pub checkpoint_every: usize,
+    pub resume: bool,
+    pub progress: bool,
+}
+
+/// Validation figures of the current weights.
+pub(crate) struct Validation {
+    pub loss: Option<f64>,
+    /// Higher is better; `None` when there is nothing to validate on.
+    pub metric: Option<f64>,
+}
+
+/// What a trainer plugs into the loop.
+pub(crate) trait Task {
+    /// Name of the early-stopping metric, e.g. `valid Recall@10`.
+    fn metric_name(&self) -> String;
+    fn num_samples(&self) -> usize;
+    /// Differentiable mean loss of the training samples `batch` (indices); `step` seeds any
+    /// randomness the task needs.
+    fn loss(&mut self, w: &Weights, batch: &[usize], step: usize) -> Result<Tensor>;
+    fn validate(&mut self, model: &Llm) -> Result<Validation>;
+}
+
+/// Everything needed to continue an interrupted run, next to its weights in `out/last/`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct TrainerState {
+    kind: String,
+    /// Epoch in progress (or the next to start).
+    epoch: usize,
+    /// Batches of `epoch` already done.
+    batch_in_epoch: usize,
+    /// Optimizer steps so far.
+    step: usize,
+    seed: u64,
+    best_metric: Option<f64>,
+    best_epoch: Option<usize>,
+    bad_epochs: usize,
+    stopped_early: bool,
+    samples: usize,
+    batch_size: usize,
+    model: LlamaConfig,
+    history: Vec<EpochStats>,
+}
+
+/// Runs the loop and writes `out/train_report.json`.
+pub(crate) fn run(task: &mut dyn Task, w: &Weights, s: &LoopSettings, out: &Path) -> Result<TrainReport> {
+    let n = task.num_samples();
+    if n == 0 {
+        return Err(Error::invalid("training", "no training samples"));
+    }
+    let bs = s.batch_size.max(1);
+    let last = out.join(LAST_DIR);
+    std::fs::create_dir_all(&last).map_err(|e| Error::io(&last, e))?;
+    let mut opt = AdamW::new(w, s.weight_decay)?;
+    let mut st = initial_state(w, s, n, &last, &mut opt)?;
+    let per_epoch = n.div_ceil(bs);
+    let total = (s.epochs * per_epoch).min(s.max_steps.unwrap_or(usize::MAX));
+    while st.epoch < s.epochs && !st.stopped_early && !reached(s, st.step) {
+        let started = Instant::now();
+        let run = run_epoch(task, w, s, &mut st, &mut opt, total, &last)?;
+        let v = task.validate(&w.snapshot(&folder_name(out))?)?;
+        let train_seconds = run.time.as_secs_f64();
+        let stats = EpochStats {
+            epoch: st.epoch,
+            steps: run.steps,
+            samples: run.samples,
+            train_loss: run.loss,
+            valid_loss: v.loss,
+            valid_metric: v.metric,
+            samples_per_sec: run.samples as f64 / train_seconds.max(1e-9),
+            train_seconds,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        end_epoch(task, w, s, &mut st, stats, out)?;
+        save_last(w, &opt, &st, &last)?;
+    }
+    write_report(task, w, &st, out)
+}
+
+/// A fresh state, or the one in `out/last/` (weights and moments restored) when resuming.
+fn initial_state(w: &Weights, s: &LoopSettings, n: usize, last: &Path, opt: &mut AdamW) -> Result<TrainerState> {
+    let fresh = TrainerState {
+        kind: s.kind.clone(),
+        epoch: 0,
+        batch_in_epoch: 0,
+        step: 0,
+        seed: s.seed,
+        best_metric: None,
+        best_epoch: None,
+        bad_epochs: 0,
+        stopped_early: false,
+        samples: n,
+        batch_size: s.batch_size,
+        model: w.cfg.clone(),
+        history: Vec::new(),
+    };
+    let path = last.join(STATE_FILE);
+    if !s.resume {
+        return Ok(fresh);
+    }
+    if !path.exists() {
+        log::warn!("{}: nothing to resume, starting from scratch", path.display());
+        return Ok(fresh);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let st: TrainerState = serde_json::from_str(&text)
+        .map_err(|e| Error::model(&path, format!("malformed trainer state: {e}")))?;
+    check_resumable(&st, &fresh, &path)?;
+    w.load_from(last)?;
+    opt.load(last, st.step)?;
+    log::info!(
+        "resuming {} at epoch {} batch {} (step {})",
+        st.kind,
+        st.epoch,
+        st.batch_in_epoch,
+        st.step
+    );
+    Ok(st)
+}
+
+/// A resumed run must train the same kind of model, of the same shape, on the same samples.
+fn check_resumable(saved: &TrainerState, now: &TrainerState, path: &Path) -> Result<()> {
+    let mut a = saved.model.clone();
+    let mut b = now.model.clone();
+    a.torch_dtype.clear();
+    b.torch_dtype.clear();
+    let mismatch = if saved.kind != now.kind {
+        Some(format!("it trains {}, this run {}", saved.kind, now.kind))
+    } else if a != b {
+        Some("its model shape differs from this run's".to_string())
+    } else if (saved.samples, saved.batch_size) != (now.samples, now.batch_size) {
+        Some(format!(
+            "it has {} samples in batches of {}, this run {} in batches of {}",
+            saved.samples, saved.batch_size, now.samples, now.batch_size
+        ))
+    } else {
+        None
+    };
+    match mismatch {
+        Some(m) => Err(Error::invalid(
+            "--resume",
+            format!("cannot resume from {}: {m}", path.display()),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn reached(s: &LoopSettings, step: usize) -> bool {
+    s.max_steps.is_some_and(|m| step >= m)
+}
+
+/// What one call of [`run_epoch`] did.
+struct EpochRun {
+    /// Mean training loss.
+    loss: f64,
+    steps: usize,
+    samples: usize,
+    time: Duration,
+}
+
+/// Trains the rest of epoch `st.epoch`.
+fn run_epoch(
+    task: &mut dyn Task,
+    w: &Weights,
+    s: &LoopSettings,
+    st: &mut TrainerState,
+    opt: &mut AdamW,
+    total: usize,
+    last: &Path,
+) -> Result<EpochRun> {
+    let order = epoch_order(task.num_samples(), s.seed, st.epoch);
+    let batches: Vec<&[usize]> = order.chunks(s.batch_size.max(1)).collect();
+    let bar = progress_bar(s, batches.len(), st);
+    let (mut loss_sum, mut steps, mut seen) = (0.0, 0usize, 0usize);
+    let started = Instant::now();
+    for batch in &batches[st.batch_in_epoch.min(batches.len())..] {
+        if reached(s, st.step) {
+            break;
+        }
+        let lr = lr_at(st.step, s.lr, s.warmup_steps, total, s.min_lr_ratio);
+        let loss = task.loss(w, batch, st.step)?;
+        let value = loss.to_scalar::<f32>()? as f64;
+        if !value.is_finite() {
+            return Err(Error::invalid(
+                "training",
+                format!("loss became {value} at step {} (try a lower --lr)", st.step),
+            ));
+        }
+        opt.step(&loss.backward()?, lr, s.clip_norm)?;
+        (loss_sum, steps, seen) = (loss_sum + value, steps + 1, seen + batch.len());
+        st.step += 1;
+        st.batch_in_epoch += 1;
+        let rate = seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        bar.set_message(format!("loss {:.4} · {rate:.0} samples/s · lr {lr:.2e}", loss_sum / steps as f64));
+        bar.inc(1);
+        if s.checkpoint_every > 0 && st.step.is_multiple_of(s.checkpoint_every) {
+            save_last(w, opt, st, last)?;
+        }
+    }
+    bar.finish_and_clear();
+    Ok(EpochRun {
+        loss: loss_sum / steps.max(1) as f64,
+        steps,
+        samples: seen,
+        time: started.elapsed(),
+    })
+}
+
+/// Sample order of `epoch`: a permutation seeded by (seed, epoch).
+fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mixed = seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(mixed));
+    order
+}
+
+fn progress_bar(s: &LoopSettings, len: usize, st: &TrainerState) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    if !s.progress {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    let style = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
+        .expect("valid template")
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(format!("{} epoch {}/{}", s.kind, st.epoch + 1, s.epochs));
+    bar.set_position(st.batch_in_epoch.min(len) as u64);
+    bar
+}
+
+/// Records the epoch, keeps the best checkpoint in `out`, and applies early stopping.
+fn end_epoch(
+    task: &dyn Task,
+    w: &Weights,
+    s: &LoopSettings,
+    st: &mut TrainerState,
+    stats: EpochStats,
+    out: &Path,
+) -> Result<()> {
+    let improved = match (stats.valid_metric, st.best_metric) {
+        (Some(m), Some(best)) => m > best,
+        _ => true,
+    };
+    log::info!(
+        "{} epoch {}: train loss {:.4}, valid loss {}, {} {}, {:.0} samples/s{}",
+        s.kind,
+        stats.epoch + 1,
+        stats.train_loss,
+        fmt_opt(stats.valid_loss),
+        task.metric_name(),
+        fmt_opt(stats.valid_metric),
+        stats.samples_per_sec,
+        if improved { " (best so far)" } else { "" }
+    );
+    if improved {
+        w.snapshot(&folder_name(out))?.save(out, DType::F32)?;
+        st.best_metric = stats.valid_metric;
+        st.best_epoch = Some(stats.epoch);
+        st.bad_epochs = 0;
+    } else {
+        st.bad_epochs += 1;
+        st.stopped_early = s.patience > 0 && st.bad_epochs >= s.patience;
+    }
+    st.history.push(stats);
+    st.epoch += 1;
+    st.batch_in_epoch = 0;
+    Ok(())
+}
+
+fn fmt_opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |x| format!("{x:.4}"))
+}
+
+/// Writes weights, optimizer moments and the state to `out/last/`.
+fn save_last(w: &Weights, opt: &AdamW, st: &TrainerState, last: &Path) -> Result<()> {
+    w.snapshot(LAST_DIR)?.save(last, DType::F32)?;
+    opt.save(last)?;
+    let json = serde_json::to_vec_pretty(st).expect("state serialises");
+    checkpoint::write_atomic(&last.join(STATE_FILE), &json)
+}
+
+fn write_report(task: &dyn Task, w: &Weights, st: &TrainerState, out: &Path) -> Result<TrainReport> {
+    let secs: f64 = st.history.iter().map(|e| e.train_seconds).sum();
+    let samples: usize = st.history.iter().map(|e| e.samples).sum();
+    let report = TrainReport {
+        out: PathBuf::from(out),
+        kind: st.kind.clone(),
+        metric: task.metric_name(),
+        best_metric: st.best_metric,
+        best_epoch: st.best_epoch,
+        epochs: st.history.clone(),
+        steps: st.step,
+        stopped_early: st.stopped_early,
+        samples_per_sec: if secs > 0.0 { samples as f64 / secs } else { 0.0 },
+        params: w.num_params(),
+    };
+    let json = serde_json::to_vec_pretty(&report).expect("report serialises");
+    checkpoint::write_atomic(&out.join(REPORT_FILE), &json)?;
+    Ok(report)
+}
+
+/// Display name of a checkpoint folder.
+pub(crate) fn folder_name(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| dir.display().to_string())
+}
