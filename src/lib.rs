@@ -14,4 +14,5 @@ pub use error::{Error, Result};
 pub mod data;
 pub mod eval;
 pub mod session;
+pub mod train;
 pub mod tui;

@@ -210,6 +210,17 @@ fn missing_dataset_folder_names_it() {
             .arg(setup.path("m")),
         &[&path],
     );
+    fails(
+        atspeed()
+            .arg("selftest")
+            .arg("--data")
+            .arg(&nope)
+            .arg("--target")
+            .arg(&setup.model)
+            .arg("--draft")
+            .arg(&setup.model),
+        &[&path],
+    );
     // The explorer reports the same error before it touches the terminal.
     fails(
         atspeed()
@@ -258,6 +269,17 @@ fn draft_and_target_with_different_vocabularies() {
     fails(&mut bench(&setup.data, &setup.model, &draft, &[]), &needles);
     fails(
         &mut recommend(&setup.data, &setup.model, &["--draft", &s(&draft)]),
+        &needles,
+    );
+    fails(
+        atspeed()
+            .arg("selftest")
+            .arg("--data")
+            .arg(&setup.data)
+            .arg("--target")
+            .arg(&setup.model)
+            .arg("--draft")
+            .arg(&draft),
         &needles,
     );
 
@@ -328,7 +350,10 @@ fn corrupt_safetensors_names_the_file() {
             }
             b
         }),
-        ("not_safetensors", b"this is not a safetensors file at all".to_vec()),
+        (
+            "not_safetensors",
+            b"this is not a safetensors file at all".to_vec(),
+        ),
     ];
     for (name, contents) in cases {
         let model = setup.model_copy(name);
@@ -374,33 +399,53 @@ fn missing_weights_name_the_checkpoint() {
 fn malformed_config_names_config_json() {
     let setup = Setup::new();
     let cases = [
-        ("truncated", "{\"vocab_size\": ".to_string(), "not a LLaMA config"),
+        (
+            "truncated",
+            "{\"vocab_size\": ".to_string(),
+            "not a LLaMA config",
+        ),
         ("not_json", "hello".to_string(), "not a LLaMA config"),
-        ("no_hidden", "{\"vocab_size\": 19}".to_string(), "hidden_size"),
-        ("string_field", {
-            let mut v: serde_json::Value = serde_json::from_str(
-                &std::fs::read_to_string(setup.model.join("config.json")).unwrap(),
-            )
-            .unwrap();
-            v["num_hidden_layers"] = serde_json::json!("one");
-            v.to_string()
-        }, "not a LLaMA config"),
-        ("bad_heads", {
-            let mut v: serde_json::Value = serde_json::from_str(
-                &std::fs::read_to_string(setup.model.join("config.json")).unwrap(),
-            )
-            .unwrap();
-            v["num_attention_heads"] = serde_json::json!(3);
-            v.to_string()
-        }, "num_attention_heads 3"),
-        ("zero_heads", {
-            let mut v: serde_json::Value = serde_json::from_str(
-                &std::fs::read_to_string(setup.model.join("config.json")).unwrap(),
-            )
-            .unwrap();
-            v["num_attention_heads"] = serde_json::json!(0);
-            v.to_string()
-        }, "num_attention_heads 0"),
+        (
+            "no_hidden",
+            "{\"vocab_size\": 19}".to_string(),
+            "hidden_size",
+        ),
+        (
+            "string_field",
+            {
+                let mut v: serde_json::Value = serde_json::from_str(
+                    &std::fs::read_to_string(setup.model.join("config.json")).unwrap(),
+                )
+                .unwrap();
+                v["num_hidden_layers"] = serde_json::json!("one");
+                v.to_string()
+            },
+            "not a LLaMA config",
+        ),
+        (
+            "bad_heads",
+            {
+                let mut v: serde_json::Value = serde_json::from_str(
+                    &std::fs::read_to_string(setup.model.join("config.json")).unwrap(),
+                )
+                .unwrap();
+                v["num_attention_heads"] = serde_json::json!(3);
+                v.to_string()
+            },
+            "num_attention_heads 3",
+        ),
+        (
+            "zero_heads",
+            {
+                let mut v: serde_json::Value = serde_json::from_str(
+                    &std::fs::read_to_string(setup.model.join("config.json")).unwrap(),
+                )
+                .unwrap();
+                v["num_attention_heads"] = serde_json::json!(0);
+                v.to_string()
+            },
+            "num_attention_heads 0",
+        ),
     ];
     for (name, text, problem) in cases {
         let model = setup.model_copy(name);
@@ -413,8 +458,7 @@ fn malformed_config_names_config_json() {
     // A config that parses but disagrees with the weights names the checkpoint.
     let model = setup.model_copy("wrong_shape");
     let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
     v["hidden_size"] = serde_json::json!(32);
     std::fs::write(model.join("config.json"), v.to_string()).unwrap();
     fails(
@@ -425,8 +469,7 @@ fn malformed_config_names_config_json() {
     // A config whose vocab_size disagrees with tokenizer.json names the tokenizer.
     let model = setup.model_copy("wrong_vocab");
     let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
     v["vocab_size"] = serde_json::json!(7);
     std::fs::write(model.join("config.json"), v.to_string()).unwrap();
     fails(
@@ -443,7 +486,12 @@ fn n_below_k_names_flag_n() {
     let setup = Setup::new();
     let needles = ["--n", "N = 2", "K = 5", "N must be >= K"];
     fails(
-        &mut bench(&setup.data, &setup.model, &setup.model, &["--n", "2", "--k", "5"]),
+        &mut bench(
+            &setup.data,
+            &setup.model,
+            &setup.model,
+            &["--n", "2", "--k", "5"],
+        ),
         &needles,
     );
     fails(
@@ -456,7 +504,12 @@ fn n_below_k_names_flag_n() {
     );
     // One bad K in a list is enough.
     fails(
-        &mut bench(&setup.data, &setup.model, &setup.model, &["--n", "3", "--k", "1,2,5"]),
+        &mut bench(
+            &setup.data,
+            &setup.model,
+            &setup.model,
+            &["--n", "3", "--k", "1,2,5"],
+        ),
         &["--n", "K = 5"],
     );
     fails(
@@ -478,7 +531,12 @@ fn unknown_mode_is_a_usage_error() {
         &["--mode", "\"fast\"", "strict or relaxed"],
     );
     fails_with(
-        &mut bench(&setup.data, &setup.model, &setup.model, &["--mode", "lossy"]),
+        &mut bench(
+            &setup.data,
+            &setup.model,
+            &setup.model,
+            &["--mode", "lossy"],
+        ),
         2,
         &["--mode", "\"lossy\""],
     );
@@ -492,9 +550,39 @@ fn unknown_device_names_flag_device() {
         &["--device", "unknown device \"tpu\"", "cpu, cuda, cuda:N"],
     );
     fails(
-        &mut bench(&setup.data, &setup.model, &setup.model, &["--device", "cuda:x"]),
+        &mut bench(
+            &setup.data,
+            &setup.model,
+            &setup.model,
+            &["--device", "cuda:x"],
+        ),
         &["--device", "bad device \"cuda:x\""],
     );
+}
+
+#[test]
+fn unknown_dtype_names_flag_dtype() {
+    let setup = Setup::new();
+    let needles = ["--dtype", "unknown dtype \"f8\"", "f32, f16, bf16"];
+    fails(
+        &mut recommend(&setup.data, &setup.model, &["--dtype", "f8"]),
+        &needles,
+    );
+    fails(
+        &mut bench(&setup.data, &setup.model, &setup.model, &["--dtype", "f8"]),
+        &needles,
+    );
+    fails(
+        atspeed()
+            .arg("new-model")
+            .arg("--data")
+            .arg(&setup.data)
+            .args(["--dtype", "int8"])
+            .arg("--out")
+            .arg(setup.path("m")),
+        &["--dtype", "unknown dtype \"int8\""],
+    );
+    assert!(!setup.path("m").exists());
 }
 
 #[test]
@@ -510,7 +598,12 @@ fn cuda_device_in_cpu_only_build() {
         );
     }
     fails(
-        &mut bench(&setup.data, &setup.model, &setup.model, &["--device", "cuda"]),
+        &mut bench(
+            &setup.data,
+            &setup.model,
+            &setup.model,
+            &["--device", "cuda"],
+        ),
         &["--device", "built without CUDA"],
     );
 }
@@ -684,7 +777,12 @@ fn new_model_inspect_recommend_bench() {
     let idents = |lines: &[String]| -> Vec<String> {
         lines
             .iter()
-            .map(|l| l.split_whitespace().find(|w| w.starts_with("<a_")).unwrap().to_string())
+            .map(|l| {
+                l.split_whitespace()
+                    .find(|w| w.starts_with("<a_"))
+                    .unwrap()
+                    .to_string()
+            })
             .collect()
     };
     assert_eq!(idents(&ranked(&out)), idents(&plain), "{out}");

@@ -16,7 +16,11 @@ use rand_chacha::ChaCha8Rng;
 
 /// Exact probability of every valid identifier under the target: at each level, softmax of the
 /// target's log-probs restricted to the tokens the trie allows (what sampling draws from).
-fn exact_distribution(llm: &Llm, trie: &PrefixAutomaton, prompt: &[u32]) -> HashMap<Identifier, f64> {
+fn exact_distribution(
+    llm: &Llm,
+    trie: &PrefixAutomaton,
+    prompt: &[u32],
+) -> HashMap<Identifier, f64> {
     let mut out = HashMap::new();
     let mut stack = vec![(Vec::<u32>::new(), PrefixAutomaton::ROOT, 1.0f64)];
     while let Some((prefix, state, prob)) = stack.pop() {
@@ -28,7 +32,10 @@ fn exact_distribution(llm: &Llm, trie: &PrefixAutomaton, prompt: &[u32]) -> Hash
         seq.extend(&prefix);
         let lp = plain_last_logp(llm, &seq);
         let children = trie.children(state);
-        let z: f64 = children.iter().map(|&(t, _)| (lp[t as usize] as f64).exp()).sum();
+        let z: f64 = children
+            .iter()
+            .map(|&(t, _)| (lp[t as usize] as f64).exp())
+            .sum();
         for &(t, s) in children {
             let mut p = prefix.clone();
             p.push(t);
@@ -40,7 +47,11 @@ fn exact_distribution(llm: &Llm, trie: &PrefixAutomaton, prompt: &[u32]) -> Hash
 
 /// Pearson chi-square of observed counts against expected probabilities, merging bins whose
 /// expected count is below 5; returns (statistic, degrees of freedom).
-fn chi_square(exact: &HashMap<Identifier, f64>, counts: &HashMap<Identifier, usize>, draws: usize) -> (f64, usize) {
+fn chi_square(
+    exact: &HashMap<Identifier, f64>,
+    counts: &HashMap<Identifier, usize>,
+    draws: usize,
+) -> (f64, usize) {
     let mut bins: Vec<(f64, usize)> = exact
         .iter()
         .map(|(id, p)| (p * draws as f64, counts.get(id).copied().unwrap_or(0)))
@@ -61,7 +72,10 @@ fn chi_square(exact: &HashMap<Identifier, f64>, counts: &HashMap<Identifier, usi
             None => merged.push(acc),
         }
     }
-    let stat = merged.iter().map(|(e, o)| (*o as f64 - e).powi(2) / e).sum();
+    let stat = merged
+        .iter()
+        .map(|(e, o)| (*o as f64 - e).powi(2) / e)
+        .sum();
     (stat, merged.len() - 1)
 }
 
@@ -72,8 +86,16 @@ fn chi_square_critical(df: usize) -> f64 {
     d * (1.0 - 2.0 / (9.0 * d) + z * (2.0 / (9.0 * d)).sqrt()).powi(3)
 }
 
-fn total_variation(exact: &HashMap<Identifier, f64>, counts: &HashMap<Identifier, usize>, draws: usize) -> f64 {
-    let off_support: usize = counts.iter().filter(|(id, _)| !exact.contains_key(*id)).map(|(_, c)| c).sum();
+fn total_variation(
+    exact: &HashMap<Identifier, f64>,
+    counts: &HashMap<Identifier, usize>,
+    draws: usize,
+) -> f64 {
+    let off_support: usize = counts
+        .iter()
+        .filter(|(id, _)| !exact.contains_key(*id))
+        .map(|(_, c)| c)
+        .sum();
     0.5 * exact
         .iter()
         .map(|(id, p)| (counts.get(id).copied().unwrap_or(0) as f64 / draws as f64 - p).abs())
@@ -94,20 +116,53 @@ fn setup() -> Setup {
     // Flat-ish random models (std 0.05): many identifiers carry visible mass, and the draft
     // disagrees with the target enough that rejections and residual draws happen often.
     let cfg = atspeed::model::LlamaConfig::compact(cat.vocab.len(), 1, 16, 2, 1);
-    let target = Llm::random(&cfg, cat.vocab.tokens().to_vec(), 0.6, 1, &candle_core::Device::Cpu).unwrap();
-    let draft = Llm::random(&cfg, cat.vocab.tokens().to_vec(), 0.6, 2, &candle_core::Device::Cpu).unwrap();
+    let target = Llm::random(
+        &cfg,
+        cat.vocab.tokens().to_vec(),
+        0.6,
+        1,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let draft = Llm::random(
+        &cfg,
+        cat.vocab.tokens().to_vec(),
+        0.6,
+        2,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let prompt = synth::prompt(&cat, 3, &mut rng);
     let exact = exact_distribution(&target, &cat.trie, &prompt);
-    Setup { cat, target, draft, prompt, exact }
+    Setup {
+        cat,
+        target,
+        draft,
+        prompt,
+        exact,
+    }
 }
 
 fn draw(s: &Setup, n: usize, gamma: usize, draws: usize, seed: u64) -> HashMap<Identifier, usize> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let params = SpecParams { mode: Mode::Relaxed, n, k: 1, gamma };
+    let params = SpecParams {
+        mode: Mode::Relaxed,
+        n,
+        k: 1,
+        gamma,
+    };
     let mut counts = HashMap::new();
     for _ in 0..draws {
-        let t = speculative(&s.target, &s.draft, &s.cat.trie, &s.prompt, &params, &mut rng).unwrap();
+        let t = speculative(
+            &s.target,
+            &s.draft,
+            &s.cat.trie,
+            &s.prompt,
+            &params,
+            &mut rng,
+        )
+        .unwrap();
         let id: Identifier = t.beams[0].tokens.clone().try_into().unwrap();
         *counts.entry(id).or_insert(0) += 1;
     }
@@ -124,8 +179,14 @@ fn relaxed_with_one_draft_is_exact_speculative_sampling() {
         let counts = draw(&s, 1, gamma, draws, 40 + gamma as u64);
         let (stat, df) = chi_square(&s.exact, &counts, draws);
         let tv = total_variation(&s.exact, &counts, draws);
-        eprintln!("N=1 K=1 gamma={gamma}: chi2 {stat:.1} (df {df}, 0.1% critical {:.1}), TV {tv:.4}", chi_square_critical(df));
-        assert!(stat < chi_square_critical(df), "gamma {gamma}: chi-square {stat} over {df} df");
+        eprintln!(
+            "N=1 K=1 gamma={gamma}: chi2 {stat:.1} (df {df}, 0.1% critical {:.1}), TV {tv:.4}",
+            chi_square_critical(df)
+        );
+        assert!(
+            stat < chi_square_critical(df),
+            "gamma {gamma}: chi-square {stat} over {df} df"
+        );
         assert!(tv < 0.05, "gamma {gamma}: total variation {tv}");
     }
     // Direct sampling from the target passes the same test (the reference sampler is right).
@@ -133,10 +194,15 @@ fn relaxed_with_one_draft_is_exact_speculative_sampling() {
     let mut counts = HashMap::new();
     for _ in 0..draws {
         let b = sample_search(&s.target, &s.cat.trie, &s.prompt, 1, &mut rng).unwrap();
-        *counts.entry(b.beams[0].tokens.clone().try_into().unwrap()).or_insert(0) += 1;
+        *counts
+            .entry(b.beams[0].tokens.clone().try_into().unwrap())
+            .or_insert(0) += 1;
     }
     let (stat, df) = chi_square(&s.exact, &counts, draws);
-    assert!(stat < chi_square_critical(df), "direct sampling: chi-square {stat} over {df} df");
+    assert!(
+        stat < chi_square_critical(df),
+        "direct sampling: chi-square {stat} over {df} df"
+    );
 }
 
 #[test]
@@ -149,7 +215,9 @@ fn relaxed_drift_grows_with_more_drafts() {
     for n in [1, 2, 4, 8] {
         let counts = draw(&s, n, 3, draws, 100 + n as u64);
         let tv = total_variation(&s.exact, &counts, draws);
-        eprintln!("relaxed drift K=1 N={n}: total variation vs target sampling {tv:.4} ({draws} draws)");
+        eprintln!(
+            "relaxed drift K=1 N={n}: total variation vs target sampling {tv:.4} ({draws} draws)"
+        );
         tvs.push(tv);
     }
     // One draft is exact (sampling noise only); the sampling noise at this many draws is about

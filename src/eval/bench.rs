@@ -186,6 +186,14 @@ pub fn run_bench(
     if cfg.users > 0 {
         samples.truncate(cfg.users);
     }
+    if samples.is_empty() {
+        // Without this, zero users read as "identical fraction 0" and strict mode reports a
+        // mismatch that never happened.
+        return Err(crate::Error::data(
+            data.dir.join(crate::data::SPLIT_FILES[2]),
+            "no user has a test item: nothing to benchmark",
+        ));
+    }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
     for &k in &cfg.ks {
         SpecParams {

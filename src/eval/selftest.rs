@@ -59,7 +59,12 @@ pub fn tolerance(dtype: DType) -> f32 {
 }
 
 /// Prompt-end log-probs of the first `users` test users on both copies of the model.
-pub fn check_logits(data: &Dataset, reference: &Llm, device_model: &Llm, users: usize) -> Result<LogitCheck> {
+pub fn check_logits(
+    data: &Dataset,
+    reference: &Llm,
+    device_model: &Llm,
+    users: usize,
+) -> Result<LogitCheck> {
     let mut max_abs = 0f32;
     let mut max_rel = 0f32;
     let samples = data.test_samples(crate::data::DEFAULT_HISTORY);
@@ -90,7 +95,13 @@ pub fn check_logits(data: &Dataset, reference: &Llm, device_model: &Llm, users: 
 }
 
 /// Strict speculative lists against target-only lists, user by user.
-pub fn check_exact(data: &Dataset, target: &Llm, draft: &Llm, users: usize, params: &SpecParams) -> Result<ExactCheck> {
+pub fn check_exact(
+    data: &Dataset,
+    target: &Llm,
+    draft: &Llm,
+    users: usize,
+    params: &SpecParams,
+) -> Result<ExactCheck> {
     let samples = data.test_samples(crate::data::DEFAULT_HISTORY);
     let n = users.min(samples.len());
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
@@ -122,7 +133,11 @@ pub enum ListMatch {
 }
 
 pub fn compare_lists(a: &[BeamView], b: &[BeamView], tol: f32) -> ListMatch {
-    if a.len() != b.len() || a.iter().zip(b).any(|(x, y)| (x.score - y.score).abs() > tol) {
+    if a.len() != b.len()
+        || a.iter()
+            .zip(b)
+            .any(|(x, y)| (x.score - y.score).abs() > tol)
+    {
         return ListMatch::Different;
     }
     if a.iter().zip(b).all(|(x, y)| x.tokens == y.tokens) {
@@ -144,7 +159,12 @@ pub fn run_selftest(
     bench_users: usize,
 ) -> Result<SelftestReport> {
     let logits = check_logits(data, reference_target, target, 20)?;
-    let params = SpecParams { mode: Mode::Strict, n: 40, k: 20, gamma: 3 };
+    let params = SpecParams {
+        mode: Mode::Strict,
+        n: 40,
+        k: 20,
+        gamma: 3,
+    };
     let exact = check_exact(data, target, draft, users, &params)?;
     let cfg = BenchConfig {
         mode: Mode::Strict,
@@ -156,7 +176,14 @@ pub fn run_selftest(
         history: crate::data::DEFAULT_HISTORY,
         seed: 0,
     };
-    let bench = run_bench(data, target, draft, &cfg, &crate::device::label(device), |_, _| {})?;
+    let bench = run_bench(
+        data,
+        target,
+        draft,
+        &cfg,
+        &crate::device::label(device),
+        |_, _| {},
+    )?;
     Ok(SelftestReport {
         device: crate::device::label(device),
         logits,

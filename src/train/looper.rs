@@ -85,7 +85,12 @@ struct TrainerState {
 }
 
 /// Runs the loop and writes `out/train_report.json`.
-pub(crate) fn run(task: &mut dyn Task, w: &Weights, s: &LoopSettings, out: &Path) -> Result<TrainReport> {
+pub(crate) fn run(
+    task: &mut dyn Task,
+    w: &Weights,
+    s: &LoopSettings,
+    out: &Path,
+) -> Result<TrainReport> {
     let n = task.num_samples();
     if n == 0 {
         return Err(Error::invalid("training", "no training samples"));
@@ -120,7 +125,13 @@ pub(crate) fn run(task: &mut dyn Task, w: &Weights, s: &LoopSettings, out: &Path
 }
 
 /// A fresh state, or the one in `out/last/` (weights and moments restored) when resuming.
-fn initial_state(w: &Weights, s: &LoopSettings, n: usize, last: &Path, opt: &mut AdamW) -> Result<TrainerState> {
+fn initial_state(
+    w: &Weights,
+    s: &LoopSettings,
+    n: usize,
+    last: &Path,
+    opt: &mut AdamW,
+) -> Result<TrainerState> {
     let fresh = TrainerState {
         kind: s.kind.clone(),
         epoch: 0,
@@ -141,7 +152,10 @@ fn initial_state(w: &Weights, s: &LoopSettings, n: usize, last: &Path, opt: &mut
         return Ok(fresh);
     }
     if !path.exists() {
-        log::warn!("{}: nothing to resume, starting from scratch", path.display());
+        log::warn!(
+            "{}: nothing to resume, starting from scratch",
+            path.display()
+        );
         return Ok(fresh);
     }
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
@@ -233,7 +247,10 @@ fn run_epoch(
         st.step += 1;
         st.batch_in_epoch += 1;
         let rate = seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        bar.set_message(format!("loss {:.4} · {rate:.0} samples/s · lr {lr:.2e}", loss_sum / steps as f64));
+        bar.set_message(format!(
+            "loss {:.4} · {rate:.0} samples/s · lr {lr:.2e}",
+            loss_sum / steps as f64
+        ));
         bar.inc(1);
         if s.checkpoint_every > 0 && st.step.is_multiple_of(s.checkpoint_every) {
             save_last(w, opt, st, last)?;
@@ -321,7 +338,12 @@ fn save_last(w: &Weights, opt: &AdamW, st: &TrainerState, last: &Path) -> Result
     checkpoint::write_atomic(&last.join(STATE_FILE), &json)
 }
 
-fn write_report(task: &dyn Task, w: &Weights, st: &TrainerState, out: &Path) -> Result<TrainReport> {
+fn write_report(
+    task: &dyn Task,
+    w: &Weights,
+    st: &TrainerState,
+    out: &Path,
+) -> Result<TrainReport> {
     let secs: f64 = st.history.iter().map(|e| e.train_seconds).sum();
     let samples: usize = st.history.iter().map(|e| e.samples).sum();
     let report = TrainReport {
@@ -333,7 +355,11 @@ fn write_report(task: &dyn Task, w: &Weights, st: &TrainerState, out: &Path) -> 
         epochs: st.history.clone(),
         steps: st.step,
         stopped_early: st.stopped_early,
-        samples_per_sec: if secs > 0.0 { samples as f64 / secs } else { 0.0 },
+        samples_per_sec: if secs > 0.0 {
+            samples as f64 / secs
+        } else {
+            0.0
+        },
         params: w.num_params(),
     };
     let json = serde_json::to_vec_pretty(&report).expect("report serialises");

@@ -87,7 +87,10 @@ mod tests {
     const CPU: Device = Device::Cpu;
 
     fn t2(rows: &[&[f64]]) -> Tensor {
-        let flat: Vec<f32> = rows.iter().flat_map(|r| r.iter().map(|&x| x as f32)).collect();
+        let flat: Vec<f32> = rows
+            .iter()
+            .flat_map(|r| r.iter().map(|&x| x as f32))
+            .collect();
         Tensor::from_vec(flat, (rows.len(), rows[0].len()), &CPU).unwrap()
     }
 
@@ -171,18 +174,47 @@ mod tests {
         let lab = labels(&[2, 0]);
         type LossFn = Box<dyn Fn(&Tensor) -> Result<Tensor>>;
         let cases: Vec<(&str, LossFn)> = vec![
-            ("rec", Box::new(move |q: &Tensor| rec_loss(q, &labels(&[2, 0])))),
-            ("word_kd", Box::new({ let p = p.clone(); move |q: &Tensor| word_kd(&p, q, 1.0) })),
-            ("tvd_kd", Box::new({ let p = p.clone(); move |q: &Tensor| tvd_kd(&p, q, 1.0) })),
+            (
+                "rec",
+                Box::new(move |q: &Tensor| rec_loss(q, &labels(&[2, 0]))),
+            ),
+            (
+                "word_kd",
+                Box::new({
+                    let p = p.clone();
+                    move |q: &Tensor| word_kd(&p, q, 1.0)
+                }),
+            ),
+            (
+                "tvd_kd",
+                Box::new({
+                    let p = p.clone();
+                    move |q: &Tensor| tvd_kd(&p, q, 1.0)
+                }),
+            ),
             ("seq_kd", Box::new(move |q: &Tensor| seq_kd(q, &lab, 1.0))),
-            ("atspeed_r", Box::new({ let p = p.clone(); move |q: &Tensor| atspeed_r(&p, q, 2.0) })),
-            ("atspeed_s", Box::new({ let p = p.clone(); move |q: &Tensor| atspeed_s(&p, q, 3, 1.0) })),
+            (
+                "atspeed_r",
+                Box::new({
+                    let p = p.clone();
+                    move |q: &Tensor| atspeed_r(&p, q, 2.0)
+                }),
+            ),
+            (
+                "atspeed_s",
+                Box::new({
+                    let p = p.clone();
+                    move |q: &Tensor| atspeed_s(&p, q, 3, 1.0)
+                }),
+            ),
         ];
         for (name, f) in cases {
             let q = Var::from_tensor(&q0).unwrap();
             let before = f(q.as_tensor()).unwrap();
             let grads = before.backward().unwrap();
-            let g = grads.get(q.as_tensor()).expect("gradient reaches the draft");
+            let g = grads
+                .get(q.as_tensor())
+                .expect("gradient reaches the draft");
             let stepped = (q.as_tensor() - (g * 0.1).unwrap()).unwrap();
             let (b, a) = (scalar(before), scalar(f(&stepped).unwrap()));
             assert!(a < b, "{name}: {a} !< {b}");

@@ -16,11 +16,11 @@
 
 mod align;
 mod batch;
-pub mod losses;
 mod looper;
+pub mod losses;
 mod optim;
-mod teacher;
 mod target;
+mod teacher;
 mod weights;
 
 use std::path::PathBuf;
@@ -30,8 +30,8 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 pub use align::{align_draft, AlignConfig, AlignMethod};
-pub use teacher::{build_teacher, fingerprint, read_teacher, TeacherFile, TeacherRecord};
 pub use target::{train_target, TargetTrainConfig};
+pub use teacher::{build_teacher, fingerprint, read_teacher, TeacherFile, TeacherRecord};
 
 /// Sub-folder of `out` holding the resumable state (last weights, optimizer moments,
 /// `trainer_state.json`). `out` itself holds the best checkpoint.

@@ -44,17 +44,31 @@ impl AdamW {
                 let m = var.as_tensor().zeros_like()?;
                 let v = m.clone();
                 let decay = var.rank() > 1;
-                Ok(Slot { name, var, m, v, decay })
+                Ok(Slot {
+                    name,
+                    var,
+                    m,
+                    v,
+                    decay,
+                })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(AdamW { slots, t: 0, weight_decay })
+        Ok(AdamW {
+            slots,
+            t: 0,
+            weight_decay,
+        })
     }
 
     /// Clips the gradients to global norm `clip` (0 = off), applies one update at learning rate
     /// `lr`, and returns the gradient norm before clipping.
     pub fn step(&mut self, grads: &GradStore, lr: f64, clip: f64) -> Result<f64> {
         let norm = global_norm(grads, self.slots.iter().map(|s| &s.var))?;
-        let scale = if clip > 0.0 && norm > clip { clip / norm } else { 1.0 };
+        let scale = if clip > 0.0 && norm > clip {
+            clip / norm
+        } else {
+            1.0
+        };
         self.t += 1;
         let bias1 = 1.0 - BETA1.powi(self.t as i32);
         let bias2 = 1.0 - BETA2.powi(self.t as i32);

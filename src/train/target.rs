@@ -142,7 +142,10 @@ pub fn train_target(
     device: &Device,
 ) -> Result<TrainReport> {
     if cfg.history == 0 || cfg.batch_size == 0 {
-        return Err(Error::invalid("--history/--batch-size", "must be at least 1"));
+        return Err(Error::invalid(
+            "--history/--batch-size",
+            "must be at least 1",
+        ));
     }
     let shape = [cfg.layers, cfg.hidden, cfg.heads, cfg.kv_heads];
     let model_cfg = model_config(data, cfg.history, shape)?;
@@ -238,8 +241,17 @@ impl Task for TargetTask<'_> {
         let loss = valid_loss(model, self.data, &self.valid, self.batch_size, &self.device)?;
         let mut hits = 0.0;
         for s in &self.valid {
-            let out = beam_search(model, &self.data.trie, &self.data.prompt(&s.history), VALID_K)?;
-            let ranked: Vec<Identifier> = out.beams.iter().filter_map(|b| identifier(&b.tokens)).collect();
+            let out = beam_search(
+                model,
+                &self.data.trie,
+                &self.data.prompt(&s.history),
+                VALID_K,
+            )?;
+            let ranked: Vec<Identifier> = out
+                .beams
+                .iter()
+                .filter_map(|b| identifier(&b.tokens))
+                .collect();
             hits += recall_at(&ranked, &s.targets, VALID_K);
         }
         let metric = (!self.valid.is_empty()).then(|| hits / self.valid.len() as f64);

@@ -94,7 +94,11 @@ pub fn fingerprint(llm: &Llm) -> Result<String> {
         h.write(name.as_bytes());
         let flat = t.flatten_all()?;
         let n = flat.elem_count().min(FINGERPRINT_VALUES);
-        for v in flat.narrow(0, 0, n)?.to_dtype(DType::F32)?.to_vec1::<f32>()? {
+        for v in flat
+            .narrow(0, 0, n)?
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()?
+        {
             h.write(&v.to_le_bytes());
         }
     }
@@ -127,12 +131,19 @@ pub fn build_teacher(
     out: &Path,
 ) -> Result<()> {
     if k == 0 || k > u16::MAX as usize {
-        return Err(Error::invalid("--k", format!("K must be in 1..=65535, not {k}")));
+        return Err(Error::invalid(
+            "--k",
+            format!("K must be in 1..=65535, not {k}"),
+        ));
     }
     check_target_vocab(target, data)?;
     let samples = data.train_samples(history, last_only);
     let chosen = subset(samples.len(), max_samples, SUBSET_SEED);
-    let token_bytes = if target.vocab.len() <= u16::MAX as usize + 1 { 2 } else { 4 };
+    let token_bytes = if target.vocab.len() <= u16::MAX as usize + 1 {
+        2
+    } else {
+        4
+    };
     let header = Header {
         format: FORMAT.into(),
         version: VERSION,
@@ -146,7 +157,10 @@ pub fn build_teacher(
         records: chosen.len(),
         token_bytes,
     };
-    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
     let mut w = BufWriter::new(tmp);
@@ -163,7 +177,11 @@ pub fn build_teacher(
     let tmp = w.into_inner().map_err(|e| Error::io(out, e.into_error()))?;
     tmp.as_file().sync_all().map_err(io)?;
     tmp.persist(out).map_err(|e| Error::io(out, e.error))?;
-    log::info!("wrote {} teacher records to {}", chosen.len(), out.display());
+    log::info!(
+        "wrote {} teacher records to {}",
+        chosen.len(),
+        out.display()
+    );
     Ok(())
 }
 
@@ -172,7 +190,10 @@ pub(crate) fn check_target_vocab(target: &Llm, data: &Dataset) -> Result<()> {
     if target.vocab.as_slice() == data.vocab.tokens() {
         return Ok(());
     }
-    let path = target.dir.clone().unwrap_or_else(|| PathBuf::from(&target.name));
+    let path = target
+        .dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&target.name));
     Err(Error::model(
         path,
         format!(
@@ -186,9 +207,10 @@ pub(crate) fn check_target_vocab(target: &Llm, data: &Dataset) -> Result<()> {
 
 fn bar(len: usize, prefix: &str) -> ProgressBar {
     let bar = ProgressBar::new(len as u64);
-    let style = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {per_sec} (eta {eta})")
-        .expect("valid template")
-        .progress_chars("=> ");
+    let style =
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {per_sec} (eta {eta})")
+            .expect("valid template")
+            .progress_chars("=> ");
     bar.set_style(style);
     bar.set_prefix(prefix.to_string());
     bar
@@ -227,7 +249,10 @@ pub fn read_teacher(path: &Path, expected_target: &Llm) -> Result<TeacherFile> {
         .filter(|h: &Header| h.format == FORMAT)
         .ok_or_else(|| Error::data(path, "not a teacher-beams file (bad header line)"))?;
     if header.version != VERSION || !matches!(header.token_bytes, 2 | 4) {
-        return Err(Error::data(path, format!("unsupported teacher file version {}", header.version)));
+        return Err(Error::data(
+            path,
+            format!("unsupported teacher file version {}", header.version),
+        ));
     }
     let expected = fingerprint(expected_target)?;
     if header.fingerprint != expected {
@@ -243,7 +268,13 @@ pub fn read_teacher(path: &Path, expected_target: &Llm) -> Result<TeacherFile> {
     let mut records = Vec::with_capacity(header.records);
     for n in 0..header.records {
         let rec = read_record(&mut r, header.token_bytes).map_err(|e| {
-            Error::data(path, format!("truncated or corrupt at record {n} of {}: {e}", header.records))
+            Error::data(
+                path,
+                format!(
+                    "truncated or corrupt at record {n} of {}: {e}",
+                    header.records
+                ),
+            )
         })?;
         records.push(rec);
     }
@@ -274,7 +305,11 @@ fn read_record(r: &mut impl Read, token_bytes: usize) -> std::io::Result<Teacher
     let scores = (0..n)
         .map(|_| read_array(r).map(f32::from_le_bytes))
         .collect::<std::io::Result<_>>()?;
-    Ok(TeacherRecord { sample, beams, scores })
+    Ok(TeacherRecord {
+        sample,
+        beams,
+        scores,
+    })
 }
 
 fn read_array<const N: usize>(r: &mut impl Read) -> std::io::Result<[u8; N]> {

@@ -25,7 +25,12 @@ pub(crate) struct Weights {
 impl Weights {
     /// Random weights from the same initialiser as [`Llm::random`] (normal(0, 0.02), unit norms),
     /// so a trained model and a random baseline start from the same distribution.
-    pub fn random(cfg: &LlamaConfig, vocab: Vec<String>, seed: u64, device: &Device) -> Result<Self> {
+    pub fn random(
+        cfg: &LlamaConfig,
+        vocab: Vec<String>,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
         let llm = Llm::random(cfg, vocab, INIT_STD, seed, device)?;
         Self::from_llm(&llm, device)
     }
@@ -60,7 +65,8 @@ impl Weights {
     /// Variables sorted by name: a stable order for the optimizer and its saved moments.
     pub fn sorted_vars(&self) -> Vec<(String, Var)> {
         let data = self.vars.data().lock().expect("varmap lock");
-        let mut out: Vec<(String, Var)> = data.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+        let mut out: Vec<(String, Var)> =
+            data.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
@@ -96,7 +102,11 @@ impl Weights {
             if t.dims() != var.dims() {
                 return Err(Error::model(
                     dir,
-                    format!("tensor {name} is {:?}, the run expects {:?}", t.dims(), var.dims()),
+                    format!(
+                        "tensor {name} is {:?}, the run expects {:?}",
+                        t.dims(),
+                        var.dims()
+                    ),
                 ));
             }
             var.set(t)?;

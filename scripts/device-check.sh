@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The one prepared GPU check (issue: real GPU inference). Run on the device machine from the
+# repository root, with the gzipped CUDA binary and the preamble carried in .gpu/:
+#
+#   here:   source ../shared/gpu/cuda-env.sh && CARGO_TARGET_DIR=/root/cuda-target cargo build --release --features cuda
+#           mkdir -p .gpu && gzip -c /root/cuda-target/release/atspeed > .gpu/atspeed.gz
+#           cp ../shared/gpu/device-preamble.sh ../shared/gpu/nvcache-h100-*.tgz .gpu/
+#   device: carry [".gpu"], command "bash scripts/device-check.sh", timeout_s 540
+#
+# Writes everything under $OUT (selftest JSON, bench JSON and tables, nvidia-smi) so the numbers
+# come back even if a later step times out. Budget: about 6 minutes on an H100.
+set -uo pipefail
+OUT="${OUT:-/tmp/out}"
+mkdir -p "$OUT"
+gunzip -kf .gpu/atspeed.gz && chmod +x .gpu/atspeed
+# shellcheck disable=SC1091
+source .gpu/device-preamble.sh
+BIN=.gpu/atspeed
+nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
+export RUST_LOG=warn
+{
+  echo "== selftest (cuda, f32)"
+  timeout 150 $BIN selftest --device cuda --users 200 --bench-users 50 --json "$OUT/selftest.json"
+  echo "selftest exit $?"
+  for mode in strict relaxed; do
+    draft=assets/models/atspeed-s
+    [ "$mode" = relaxed ] && draft=assets/models/atspeed-r
+    echo "== bench $mode ($draft) on cuda, 500 users"
+    timeout 150 $BIN bench --device cuda --mode $mode --draft $draft --k 1,3,5,10,20 --n 40 --gamma 3 \
+      --users 500 --warmup 20 --json "$OUT/bench-$mode.json"
+    echo "bench exit $?"
+  done
+} 2>&1 | tee "$OUT/device-check.log"

@@ -1,0 +1,281 @@
+//! End-to-end training on a tiny synthetic dataset: target, teacher beams, every draft objective,
+//! checkpoints that load and resume, and the errors a user can run into.
+
+use std::path::Path;
+
+use atspeed::data::Dataset;
+use atspeed::model::{LlamaConfig, Llm};
+use atspeed::synth;
+use atspeed::train::{
+    align_draft, build_teacher, read_teacher, train_target, AlignConfig, AlignMethod,
+    TargetTrainConfig, TrainReport, LAST_DIR, REPORT_FILE,
+};
+use candle_core::{DType, Device};
+use rand::{Rng, SeedableRng};
+
+const ITEMS: usize = 60;
+
+/// Writes a dataset folder where each user's next item follows from the last one
+/// (`next = (7 * item + 3) mod ITEMS`), so there is something to learn.
+fn write_dataset(dir: &Path, codes: [usize; 4], seed: u64) {
+    let cat = synth::catalogue(codes, ITEMS, seed);
+    let index: serde_json::Map<String, serde_json::Value> = cat
+        .codes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (i.to_string(), serde_json::json!(c)))
+        .collect();
+    std::fs::write(
+        dir.join("toy.LCRec-1e-3lr.json"),
+        serde_json::to_string(&index).unwrap(),
+    )
+    .unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let (mut train, mut valid, mut test) = (String::new(), String::new(), String::new());
+    for uid in 1..=40 {
+        let len = rng.random_range(5..10);
+        let mut item = rng.random_range(0..ITEMS);
+        let mut seq = Vec::new();
+        for _ in 0..len {
+            seq.push(item + 1);
+            item = (7 * item + 3) % ITEMS;
+        }
+        let join = |s: &[usize]| s.iter().map(|i| format!(" {i}")).collect::<String>();
+        train += &format!("{uid}{}\n", join(&seq[..len - 2]));
+        valid += &format!("{uid}{}\n", join(&seq[len - 2..len - 1]));
+        test += &format!("{uid}{}\n", join(&seq[len - 1..]));
+    }
+    std::fs::write(dir.join("sequential_train.txt"), train).unwrap();
+    std::fs::write(dir.join("sequential_valid.txt"), valid).unwrap();
+    std::fs::write(dir.join("sequential_test.txt"), test).unwrap();
+}
+
+fn dataset(seed: u64) -> (tempfile::TempDir, Dataset) {
+    dataset_with([6, 8, 8, 8], seed)
+}
+
+fn dataset_with(codes: [usize; 4], seed: u64) -> (tempfile::TempDir, Dataset) {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path(), codes, seed);
+    let data = Dataset::load(dir.path()).unwrap();
+    (dir, data)
+}
+
+fn tiny_target_config() -> TargetTrainConfig {
+    TargetTrainConfig {
+        layers: 1,
+        hidden: 32,
+        heads: 2,
+        kv_heads: 1,
+        epochs: 4,
+        batch_size: 16,
+        lr: 1e-2,
+        warmup_steps: 2,
+        valid_users: 8,
+        patience: 0,
+        progress: false,
+        ..TargetTrainConfig::default()
+    }
+}
+
+fn tiny_draft_config(method: AlignMethod) -> AlignConfig {
+    AlignConfig {
+        method,
+        k: 3,
+        lambda: 0.5,
+        layers: 1,
+        hidden: 32,
+        heads: 2,
+        kv_heads: 1,
+        epochs: 3,
+        batch_size: 16,
+        lr: 1e-2,
+        warmup_steps: 2,
+        valid_users: 8,
+        patience: 0,
+        progress: false,
+        ..AlignConfig::default()
+    }
+}
+
+fn first_and_last_loss(r: &TrainReport) -> (f64, f64) {
+    (r.epochs[0].train_loss, r.epochs.last().unwrap().train_loss)
+}
+
+/// A random model over `data`'s vocabulary, saved to `dir` and loaded back (so it has a name).
+fn saved_random(data: &Dataset, dir: &Path, seed: u64) -> Llm {
+    let cfg = LlamaConfig::compact(data.vocab.len(), 1, 32, 2, 1);
+    let m = Llm::random(&cfg, data.vocab.tokens().to_vec(), 0.1, seed, &Device::Cpu).unwrap();
+    m.save(dir, DType::F32).unwrap();
+    Llm::load(dir, &Device::Cpu).unwrap()
+}
+
+#[test]
+fn target_and_drafts_train_save_and_resume() {
+    let dev = Device::Cpu;
+    let (_d, data) = dataset(1);
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("target");
+
+    let cfg = tiny_target_config();
+    let report = train_target(&data, &cfg, &out, &dev).unwrap();
+    let (first, last) = first_and_last_loss(&report);
+    assert!(last < first * 0.9, "target loss {first} -> {last}");
+    assert_eq!(report.epochs.len(), 4);
+    assert!(report.best_metric.is_some() && report.samples_per_sec > 0.0);
+    assert!(out.join(REPORT_FILE).exists());
+    assert!(out.join(LAST_DIR).join("trainer_state.json").exists());
+    let target = Llm::load(&out, &dev).unwrap();
+    assert_eq!(target.vocab, data.vocab.tokens());
+    assert_eq!(target.config().num_hidden_layers, 1);
+
+    // Resuming adds the missing epoch and keeps the history.
+    let more = TargetTrainConfig {
+        epochs: 5,
+        resume: true,
+        ..cfg
+    };
+    let resumed = train_target(&data, &more, &out, &dev).unwrap();
+    assert_eq!(resumed.epochs.len(), 5);
+    assert_eq!(resumed.epochs[..4], report.epochs[..]);
+    assert_eq!(resumed.steps, report.steps * 5 / 4);
+    let target = Llm::load(&out, &dev).unwrap();
+
+    // Teacher beams: every training sample, at most K beams, best first.
+    let tpath = work.path().join("teacher.bin");
+    build_teacher(&target, &data, 5, 20, false, None, &tpath).unwrap();
+    let teacher = read_teacher(&tpath, &target).unwrap();
+    assert_eq!(teacher.records.len(), data.train_samples(20, false).len());
+    assert_eq!((teacher.k, teacher.target.as_str()), (5, "target"));
+    for r in &teacher.records {
+        assert_eq!(r.beams.len(), 5);
+        assert!(r.scores.windows(2).all(|w| w[0] >= w[1]));
+    }
+
+    // AtSpeed-S (with on-policy beams) lowers its loss and saves a loadable draft.
+    let dout = work.path().join("draft-s");
+    let dcfg = tiny_draft_config(AlignMethod::AtSpeedS);
+    let r = align_draft(&target, Some(&teacher), &data, &dcfg, &dout, &dev).unwrap();
+    let (first, last) = first_and_last_loss(&r);
+    assert!(last < first, "atspeed-s loss {first} -> {last}");
+    let cov = r.best_metric.unwrap();
+    assert!((0.0..=1.0).contains(&cov), "coverage {cov}");
+    let draft = Llm::load(&dout, &dev).unwrap();
+    assert_eq!(draft.vocab, target.vocab);
+
+    // Every other objective runs a few steps with a finite loss.
+    for method in AlignMethod::ALL {
+        let cfg = AlignConfig {
+            max_steps: Some(2),
+            epochs: 1,
+            temperature: if method == AlignMethod::SeqKd {
+                0.001
+            } else {
+                1.0
+            },
+            ..tiny_draft_config(method)
+        };
+        let dout = work.path().join(format!("draft-{method}"));
+        let r = align_draft(&target, Some(&teacher), &data, &cfg, &dout, &dev).unwrap();
+        assert_eq!(r.steps, 2, "{method}");
+        assert!(r.epochs[0].train_loss.is_finite(), "{method}");
+        Llm::load(&dout, &dev).unwrap();
+    }
+}
+
+#[test]
+fn sft_needs_no_teacher_and_learns() {
+    let dev = Device::Cpu;
+    let (_d, data) = dataset(2);
+    let work = tempfile::tempdir().unwrap();
+    let target = saved_random(&data, &work.path().join("t"), 3);
+    let cfg = AlignConfig {
+        epochs: 4,
+        ..tiny_draft_config(AlignMethod::Sft)
+    };
+    let r = align_draft(&target, None, &data, &cfg, &work.path().join("d"), &dev).unwrap();
+    let (first, last) = first_and_last_loss(&r);
+    assert!(last < first * 0.9, "sft loss {first} -> {last}");
+}
+
+#[test]
+fn unknown_method_is_a_clear_error() {
+    let err = "x".parse::<AlignMethod>().unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "--method: unknown method 'x' (expected sft, wordkd, tvdkd, seqkd, atspeed-s, atspeed-r)"
+    );
+    for m in AlignMethod::ALL {
+        assert_eq!(m.to_string().parse::<AlignMethod>().unwrap(), m);
+    }
+    assert_eq!(
+        "AtSpeed_S".parse::<AlignMethod>().unwrap(),
+        AlignMethod::AtSpeedS
+    );
+}
+
+#[test]
+fn teacher_from_another_target_is_refused() {
+    let (_d, data) = dataset(3);
+    let work = tempfile::tempdir().unwrap();
+    let a = saved_random(&data, &work.path().join("target-a"), 1);
+    let b = saved_random(&data, &work.path().join("target-b"), 2);
+    let path = work.path().join("teacher.bin");
+    build_teacher(&a, &data, 3, 20, true, Some(5), &path).unwrap();
+    assert_eq!(read_teacher(&path, &a).unwrap().records.len(), 5);
+    let err = read_teacher(&path, &b).unwrap_err().to_string();
+    assert!(err.contains("teacher.bin"), "{err}");
+    assert!(
+        err.contains("made by target 'target-a'") && err.contains("not by 'target-b'"),
+        "{err}"
+    );
+    // Not a teacher file at all.
+    std::fs::write(&path, "hello\n").unwrap();
+    let err = read_teacher(&path, &a).unwrap_err().to_string();
+    assert!(err.contains("not a teacher-beams file"), "{err}");
+}
+
+#[test]
+fn mismatched_vocabularies_are_refused() {
+    let dev = Device::Cpu;
+    let (_d, data) = dataset(4);
+    let (_d2, other) = dataset_with([5, 8, 8, 8], 5);
+    let work = tempfile::tempdir().unwrap();
+    let target = saved_random(&data, &work.path().join("target"), 1);
+    // A draft made for another catalogue.
+    let foreign = saved_random(&other, &work.path().join("foreign-draft"), 2);
+    assert_ne!(foreign.vocab, target.vocab);
+    let cfg = AlignConfig {
+        init: Some(work.path().join("foreign-draft")),
+        ..tiny_draft_config(AlignMethod::Sft)
+    };
+    let err = align_draft(&target, None, &data, &cfg, &work.path().join("d"), &dev)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("foreign-draft") && err.contains("vocabulary"),
+        "{err}"
+    );
+    // A target that does not speak the dataset's vocabulary.
+    let err = build_teacher(
+        &foreign,
+        &data,
+        3,
+        20,
+        true,
+        None,
+        &work.path().join("t.bin"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("foreign-draft") && err.contains("differs from dataset"),
+        "{err}"
+    );
+    // A method that needs teacher beams, without them.
+    let cfg = tiny_draft_config(AlignMethod::SeqKd);
+    let err = align_draft(&target, None, &data, &cfg, &work.path().join("d"), &dev)
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("--teacher:"), "{err}");
+}
