@@ -40,6 +40,138 @@ enum Command {
     NewModel(NewModelArgs),
     /// Check a device: logits against the CPU f32 reference, strict exactness, a short bench.
     Selftest(SelftestArgs),
+    /// Train a model (`train target`).
+    Train {
+        #[command(subcommand)]
+        what: TrainCommand,
+    },
+    /// Write the target's top-K beams for every training sample (the alignment teacher).
+    Teacher(TeacherArgs),
+    /// Train a draft aligned to the target.
+    Align(AlignArgs),
+}
+
+#[derive(Subcommand)]
+enum TrainCommand {
+    /// A LLaMA target from scratch on the compact prompt.
+    Target(TrainTargetArgs),
+}
+
+/// Optimisation flags shared by `train target` and `align`.
+#[derive(Args)]
+struct OptimArgs {
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    warmup_steps: Option<usize>,
+    /// Train on a deterministic random subset of at most this many samples.
+    #[arg(long)]
+    max_samples: Option<usize>,
+    /// Only the last training position per user (the reference's samples).
+    #[arg(long)]
+    last_only: bool,
+    /// Validation samples per epoch.
+    #[arg(long)]
+    valid_users: Option<usize>,
+    /// Epochs without improvement before stopping.
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Stop after this many optimizer steps.
+    #[arg(long)]
+    max_steps: Option<usize>,
+    /// Continue from OUT/last if a previous run left its state there.
+    #[arg(long)]
+    resume: bool,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Args)]
+struct TrainTargetArgs {
+    #[arg(long, default_value_os_t = default_asset("beauty"))]
+    data: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long)]
+    layers: Option<usize>,
+    #[arg(long)]
+    hidden: Option<usize>,
+    #[arg(long)]
+    heads: Option<usize>,
+    #[arg(long)]
+    kv_heads: Option<usize>,
+    #[command(flatten)]
+    optim: OptimArgs,
+}
+
+#[derive(Args)]
+struct TeacherArgs {
+    #[arg(long, default_value_os_t = default_asset("beauty"))]
+    data: PathBuf,
+    #[arg(long, default_value_os_t = default_asset("models/target"))]
+    target: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    /// Beams per sample.
+    #[arg(long, default_value_t = 20)]
+    k: usize,
+    #[arg(long, default_value_t = DEFAULT_HISTORY)]
+    history: usize,
+    #[arg(long)]
+    last_only: bool,
+    #[arg(long)]
+    max_samples: Option<usize>,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Args)]
+struct AlignArgs {
+    /// sft, wordkd, tvdkd, seqkd, atspeed-s or atspeed-r.
+    #[arg(long)]
+    method: String,
+    #[arg(long, default_value_os_t = default_asset("beauty"))]
+    data: PathBuf,
+    #[arg(long, default_value_os_t = default_asset("models/target"))]
+    target: PathBuf,
+    /// Teacher beams from `atspeed teacher` (needed by seqkd, atspeed-s, atspeed-r).
+    #[arg(long)]
+    teacher: Option<PathBuf>,
+    #[arg(long)]
+    out: PathBuf,
+    /// Weight of the alignment loss (paper: 0.7).
+    #[arg(long)]
+    alpha: Option<f64>,
+    /// Temperature of the compared distributions (reference: 0.001).
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// Top-K of the objectives.
+    #[arg(long)]
+    k: Option<usize>,
+    /// AtSpeed-S: share of samples trained on the draft's own beams.
+    #[arg(long)]
+    lambda: Option<f64>,
+    #[arg(long)]
+    layers: Option<usize>,
+    #[arg(long)]
+    hidden: Option<usize>,
+    #[arg(long)]
+    heads: Option<usize>,
+    #[arg(long)]
+    kv_heads: Option<usize>,
+    /// Start from this draft checkpoint instead of random weights.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    #[command(flatten)]
+    optim: OptimArgs,
 }
 
 #[derive(Args)]
@@ -217,6 +349,11 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Inspect { dir }) => inspect(&dir),
         Some(Command::NewModel(a)) => new_model(a),
         Some(Command::Selftest(a)) => selftest(a),
+        Some(Command::Train {
+            what: TrainCommand::Target(a),
+        }) => train_target(a),
+        Some(Command::Teacher(a)) => teacher(a),
+        Some(Command::Align(a)) => align(a),
     }
 }
 
@@ -582,5 +719,131 @@ fn selftest(a: SelftestArgs) -> Result<()> {
         bail!("selftest failed on {}", r.device);
     }
     println!("selftest passed");
+    Ok(())
+}
+
+/// Overrides `dst` with the flag's value when given.
+fn set<T>(dst: &mut T, v: Option<T>) {
+    if let Some(v) = v {
+        *dst = v;
+    }
+}
+
+fn print_report(r: &atspeed::train::TrainReport) {
+    for e in &r.epochs {
+        println!(
+            "epoch {}: train loss {:.4}, valid loss {}, {} {}, {:.0} samples/s, {:.0} s",
+            e.epoch + 1,
+            e.train_loss,
+            e.valid_loss
+                .map(|v| format!("{v:.4}"))
+                .unwrap_or_else(|| "-".into()),
+            r.metric,
+            e.valid_metric
+                .map(|v| format!("{v:.4}"))
+                .unwrap_or_else(|| "-".into()),
+            e.samples_per_sec,
+            e.seconds
+        );
+    }
+    println!(
+        "best {} {} at epoch {}; {} steps; model in {}",
+        r.metric,
+        r.best_metric
+            .map(|v| format!("{v:.4}"))
+            .unwrap_or_else(|| "-".into()),
+        r.best_epoch
+            .map(|e| (e + 1).to_string())
+            .unwrap_or_else(|| "-".into()),
+        r.steps,
+        r.out.display()
+    );
+}
+
+fn train_target(a: TrainTargetArgs) -> Result<()> {
+    let device = parse_device(&a.optim.device)?;
+    let data = load_data(&a.data)?;
+    let mut cfg = atspeed::train::TargetTrainConfig::default();
+    set(&mut cfg.layers, a.layers);
+    set(&mut cfg.hidden, a.hidden);
+    set(&mut cfg.heads, a.heads);
+    set(&mut cfg.kv_heads, a.kv_heads);
+    let o = a.optim;
+    set(&mut cfg.epochs, o.epochs);
+    set(&mut cfg.batch_size, o.batch_size);
+    set(&mut cfg.lr, o.lr);
+    set(&mut cfg.warmup_steps, o.warmup_steps);
+    set(&mut cfg.valid_users, o.valid_users);
+    set(&mut cfg.patience, o.patience);
+    set(&mut cfg.seed, o.seed);
+    cfg.max_samples = o.max_samples.or(cfg.max_samples);
+    cfg.max_steps = o.max_steps.or(cfg.max_steps);
+    cfg.last_only |= o.last_only;
+    cfg.resume |= o.resume;
+    let r = atspeed::train::train_target(&data, &cfg, &a.out, &device)?;
+    print_report(&r);
+    Ok(())
+}
+
+fn teacher(a: TeacherArgs) -> Result<()> {
+    let at = Placement {
+        device: parse_device(&a.device)?,
+        dtype: candle_core::DType::F32,
+    };
+    let data = load_data(&a.data)?;
+    let target = load_model(&a.target, &data, &at)?;
+    atspeed::train::build_teacher(
+        &target,
+        &data,
+        a.k,
+        a.history,
+        a.last_only,
+        a.max_samples,
+        &a.out,
+    )?;
+    println!("wrote teacher beams to {}", a.out.display());
+    Ok(())
+}
+
+fn align(a: AlignArgs) -> Result<()> {
+    let method: atspeed::train::AlignMethod = a.method.parse()?;
+    let at = Placement {
+        device: parse_device(&a.optim.device)?,
+        dtype: candle_core::DType::F32,
+    };
+    let data = load_data(&a.data)?;
+    let target = load_model(&a.target, &data, &at)?;
+    let teacher = match &a.teacher {
+        Some(p) => Some(atspeed::train::read_teacher(p, &target)?),
+        None => None,
+    };
+    let mut cfg = atspeed::train::AlignConfig {
+        method,
+        ..Default::default()
+    };
+    set(&mut cfg.alpha, a.alpha);
+    set(&mut cfg.temperature, a.temperature);
+    set(&mut cfg.k, a.k);
+    set(&mut cfg.lambda, a.lambda);
+    set(&mut cfg.layers, a.layers);
+    set(&mut cfg.hidden, a.hidden);
+    set(&mut cfg.heads, a.heads);
+    set(&mut cfg.kv_heads, a.kv_heads);
+    cfg.init = a.init.or(cfg.init);
+    let o = a.optim;
+    set(&mut cfg.epochs, o.epochs);
+    set(&mut cfg.batch_size, o.batch_size);
+    set(&mut cfg.lr, o.lr);
+    set(&mut cfg.warmup_steps, o.warmup_steps);
+    set(&mut cfg.valid_users, o.valid_users);
+    set(&mut cfg.patience, o.patience);
+    set(&mut cfg.seed, o.seed);
+    cfg.max_samples = o.max_samples.or(cfg.max_samples);
+    cfg.max_steps = o.max_steps.or(cfg.max_steps);
+    cfg.last_only |= o.last_only;
+    cfg.resume |= o.resume;
+    let r =
+        atspeed::train::align_draft(&target, teacher.as_ref(), &data, &cfg, &a.out, &at.device)?;
+    print_report(&r);
     Ok(())
 }

@@ -56,6 +56,11 @@ pub struct KReport {
     /// Baseline time over the time of one target pass plus L - 1 draft passes: the speedup if
     /// every drafted step were accepted, at the measured pass costs.
     pub ceiling: f64,
+    /// Baseline time over the speculative time spent in model passes alone: the speedup the
+    /// measured acceptance allows with zero host overhead. WS / bound is the engine's efficiency.
+    pub bound: f64,
+    /// Share of the speculative time outside model passes (trie, top-k, masks, cache upkeep).
+    pub other_fraction: f64,
     /// Target-only target passes over speculative target passes: what a memory-bound device
     /// turns into speed.
     pub target_pass_ratio: f64,
@@ -163,6 +168,8 @@ impl Acc {
         }
         r.baseline_ms = base_total / n;
         r.speculative_ms = spec_total / n;
+        r.bound = r.baseline_ms / (r.draft_ms + r.verify_ms).max(1e-12);
+        r.other_fraction = 1.0 - (r.draft_ms + r.verify_ms) / r.speculative_ms.max(1e-12);
         r.ceiling =
             r.baseline_ms / (r.target_pass_ms + (ID_LEN - 1) as f64 * r.draft_pass_ms).max(1e-12);
         r.depth_acceptance = (0..ID_LEN - 1)
@@ -278,8 +285,8 @@ impl BenchReport {
             self.config.gamma,
             self.per_k.first().map(|k| k.users).unwrap_or(0)
         );
-        s.push_str("| K | WS (totals) | WS (mean) | ceiling | AS | acc d1/d2/d3 | target passes base->spec | draft passes | base ms | spec ms | draft / verify / other ms | identical | Recall@5 | NDCG@5 |\n");
-        s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        s.push_str("| K | WS (totals) | WS (mean) | bound | ceiling | AS | acc d1/d2/d3 | target passes base->spec | draft passes | base ms | spec ms | draft / verify / other ms | identical | Recall@5 | NDCG@5 |\n");
+        s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         for r in &self.per_k {
             let acc: Vec<String> = r
                 .depth_acceptance
@@ -287,10 +294,11 @@ impl BenchReport {
                 .map(|a| format!("{a:.2}"))
                 .collect();
             s.push_str(&format!(
-                "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.2} -> {:.2} ({:.2}x) | {:.2} | {:.2} | {:.2} | {:.2} / {:.2} / {:.2} | {:.3} | {:.4} | {:.4} |\n",
+                "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.2} -> {:.2} ({:.2}x) | {:.2} | {:.2} | {:.2} | {:.2} / {:.2} / {:.2} | {:.3} | {:.4} | {:.4} |\n",
                 r.k,
                 r.ws_total,
                 r.ws_mean,
+                r.bound,
                 r.ceiling,
                 r.accepted_steps,
                 acc.join("/"),
@@ -310,11 +318,17 @@ impl BenchReport {
         }
         let n = self.per_k.len().max(1) as f64;
         let avg = |f: fn(&KReport) -> f64| self.per_k.iter().map(f).sum::<f64>() / n;
+        s.push_str(
+            "\nbound: baseline over the speculative model-pass time (the measured acceptance, no host \
+             overhead); ceiling: baseline over one target pass + 3 draft passes (every drafted step \
+             accepted) at the measured pass costs.\n",
+        );
         s.push_str(&format!(
-            "\naverage over K: WS (totals) {:.2}, WS (mean) {:.2}, AS {:.2}; pass costs: target {:.2} ms, draft {:.2} ms\n",
+            "average over K: WS (totals) {:.2}, WS (mean) {:.2}, AS {:.2}, non-model time {:.1}%; pass costs: target {:.2} ms, draft {:.2} ms\n",
             avg(|r| r.ws_total),
             avg(|r| r.ws_mean),
             avg(|r| r.accepted_steps),
+            100.0 * avg(|r| r.other_fraction),
             avg(|r| r.target_pass_ms),
             avg(|r| r.draft_pass_ms),
         ));

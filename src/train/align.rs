@@ -7,7 +7,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
 
 use super::batch::{Example, TreeBatch};
@@ -392,6 +392,10 @@ impl Levels {
     }
 
     /// Logits of `model` at `rows` of `hidden`, restricted to A_l, on `device`.
+    ///
+    /// Only the distinct rows are projected (the K + 1 sequences of a sample share the level-0
+    /// row and many prefixes), and only onto A_l's rows of the output matrix (a quarter of the
+    /// vocabulary): the projection would otherwise dominate an alignment step.
     fn restricted(
         &self,
         model: &Llama,
@@ -400,10 +404,50 @@ impl Levels {
         l: usize,
         device: &Device,
     ) -> Result<Tensor> {
-        let logits = TreeBatch::logits(model, hidden, rows)?;
-        let ids = self.ids[l].to_device(logits.device())?;
-        Ok(logits.index_select(&ids, 1)?.to_device(device)?)
+        let (distinct, inverse) = dedup(rows);
+        let dev = hidden.device();
+        let picked =
+            hidden.index_select(&Tensor::from_vec(distinct.clone(), distinct.len(), dev)?, 0)?;
+        let head = output_matrix(model)?.index_select(&self.ids[l].to_device(dev)?, 0)?;
+        let logits = picked
+            .matmul(&head.t()?)?
+            .to_dtype(candle_core::DType::F32)?;
+        let inverse = Tensor::from_vec(inverse, rows.len(), dev)?;
+        Ok(logits.index_select(&inverse, 0)?.to_device(device)?)
     }
+}
+
+/// The distinct values of `rows` (first-seen order) and, for each row, its index among them.
+fn dedup(rows: &[u32]) -> (Vec<u32>, Vec<u32>) {
+    let mut seen = std::collections::HashMap::with_capacity(rows.len());
+    let mut distinct = Vec::new();
+    let inverse = rows
+        .iter()
+        .map(|&r| {
+            *seen.entry(r).or_insert_with(|| {
+                distinct.push(r);
+                distinct.len() as u32 - 1
+            })
+        })
+        .collect();
+    (distinct, inverse)
+}
+
+/// The output projection `[vocab, hidden]` (the embedding when tied). For the draft it is the
+/// variable itself, so gradients reach it.
+fn output_matrix(model: &Llama) -> Result<Tensor> {
+    let tied = model.config().tie_word_embeddings;
+    let wanted = if tied {
+        "model.embed_tokens.weight"
+    } else {
+        "lm_head.weight"
+    };
+    model
+        .named_tensors()
+        .into_iter()
+        .find(|(n, _)| n == wanted)
+        .map(|(_, t)| t)
+        .ok_or_else(|| Error::invalid("model", format!("no {wanted} tensor")))
 }
 
 struct AlignTask<'a> {
@@ -463,40 +507,46 @@ impl AlignTask<'_> {
             true => Some(batch.hidden(&self.target.model, false)?),
             false => None,
         };
-        let (t, k) = (self.cfg.temperature, self.cfg.k);
-        let mut total = Tensor::zeros((), candle_core::DType::F32, &self.device)?;
+        let mut total = Tensor::zeros((), DType::F32, &self.device)?;
         for l in 0..ID_LEN {
             let rows = &batch.align.rows[l];
             let q = self
                 .levels
                 .restricted(w.model(), hidden, rows, l, &self.device)?;
             let p = match &p_hidden {
-                Some(h) => Some(
-                    self.levels
-                        .restricted(&self.target.model, h, rows, l, &self.device)?
-                        .detach(),
-                ),
+                Some(h) => {
+                    Some(
+                        self.levels
+                            .restricted(&self.target.model, h, rows, l, &self.device)?,
+                    )
+                }
                 None => None,
             };
-            let p = p.as_ref();
-            let loss = match self.cfg.method {
-                AlignMethod::Sft => continue,
-                AlignMethod::WordKd => losses::word_kd(p.expect("target"), &q, t)?,
-                AlignMethod::TvdKd => losses::tvd_kd(p.expect("target"), &q, t)?,
-                AlignMethod::AtSpeedR => losses::atspeed_r(p.expect("target"), &q, t)?,
-                AlignMethod::AtSpeedS => losses::atspeed_s(p.expect("target"), &q, k, t)?,
-                AlignMethod::SeqKd => {
-                    let local: Vec<u32> = batch.align.labels[l]
-                        .iter()
-                        .map(|&tok| self.levels.local[tok as usize])
-                        .collect();
-                    let labels = Tensor::from_vec(local, rows.len(), &self.device)?;
-                    losses::seq_kd(&q, &labels, t)?
-                }
-            };
-            total = (total + loss)?;
+            total = (total + self.level_loss(p.as_ref(), &q, &batch.align.labels[l])?)?;
         }
         Ok((total / ID_LEN as f64)?)
+    }
+
+    /// The method's objective at one level: `p`, `q` the target's and draft's logits over A_t
+    /// (`p` absent for the methods that do not read it), `labels` the sequences' tokens.
+    fn level_loss(&self, p: Option<&Tensor>, q: &Tensor, labels: &[u32]) -> Result<Tensor> {
+        let (t, k) = (self.cfg.temperature, self.cfg.k);
+        let p = || p.ok_or_else(|| Error::invalid("--method", "target logits missing"));
+        match self.cfg.method {
+            AlignMethod::Sft => Ok(Tensor::zeros((), DType::F32, &self.device)?),
+            AlignMethod::WordKd => losses::word_kd(p()?, q, t),
+            AlignMethod::TvdKd => losses::tvd_kd(p()?, q, t),
+            AlignMethod::AtSpeedR => losses::atspeed_r(p()?, q, t),
+            AlignMethod::AtSpeedS => losses::atspeed_s(p()?, q, k, t),
+            AlignMethod::SeqKd => {
+                let local: Vec<u32> = labels
+                    .iter()
+                    .map(|&tok| self.levels.local[tok as usize])
+                    .collect();
+                let labels = Tensor::from_vec(local, labels.len(), &self.device)?;
+                losses::seq_kd(q, &labels, t)
+            }
+        }
     }
 
     /// Mean fraction of the target's top-K tokens (within A_t) that are also in the draft's
@@ -553,6 +603,11 @@ impl Task for AlignTask<'_> {
         self.samples.len()
     }
 
+    /// History length dominates; the tree adds at most 3 * (K + 1) nodes on top.
+    fn sample_len(&self, i: usize) -> usize {
+        self.samples[i].history.len() * ID_LEN + self.beams[i].len()
+    }
+
     fn loss(&mut self, w: &Weights, batch: &[usize], step: usize) -> Result<Tensor> {
         let seed = self.cfg.seed ^ (step as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -586,5 +641,49 @@ impl Task for AlignTask<'_> {
             false => Some(self.coverage(model, &self.valid)?),
         };
         Ok(Validation { loss, metric })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::LlamaConfig;
+    use crate::synth;
+
+    #[test]
+    fn dedup_maps_back() {
+        let (d, inv) = dedup(&[7, 3, 7, 9, 3]);
+        assert_eq!(d, vec![7, 3, 9]);
+        assert_eq!(inv, vec![0, 1, 0, 2, 1]);
+    }
+
+    /// The shortcut projection equals the full logits restricted to A_l, tied or not.
+    #[test]
+    fn restricted_logits_match_full_projection() {
+        let cat = synth::catalogue([5, 6, 6, 6], 80, 3);
+        for tied in [false, true] {
+            let mut cfg = LlamaConfig::compact(cat.vocab.len(), 1, 32, 4, 2);
+            cfg.tie_word_embeddings = tied;
+            let llm = Llm::random(&cfg, cat.vocab.tokens().to_vec(), 0.2, 1, &Device::Cpu).unwrap();
+            let toks = cat.vocab.level_tokens(2);
+            let levels = Levels {
+                ids: (0..ID_LEN)
+                    .map(|_| Tensor::new(toks.as_slice(), &Device::Cpu).unwrap())
+                    .collect(),
+                local: Vec::new(),
+            };
+            let hidden = Tensor::randn(0f32, 1.0, (6, 32), &Device::Cpu).unwrap();
+            let rows = [4u32, 1, 4, 0, 5];
+            let got = levels
+                .restricted(&llm.model, &hidden, &rows, 2, &Device::Cpu)
+                .unwrap();
+            let ids = Tensor::new(toks.as_slice(), &Device::Cpu).unwrap();
+            let want = TreeBatch::logits(&llm.model, &hidden, &rows)
+                .unwrap()
+                .index_select(&ids, 1)
+                .unwrap();
+            let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(diff.to_scalar::<f32>().unwrap() < 1e-5, "tied {tied}");
+        }
     }
 }

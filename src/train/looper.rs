@@ -57,6 +57,8 @@ pub(crate) trait Task {
     /// Name of the early-stopping metric, e.g. `valid Recall@10`.
     fn metric_name(&self) -> String;
     fn num_samples(&self) -> usize;
+    /// Tokens sample `i` occupies in a batch row, for grouping samples of similar length.
+    fn sample_len(&self, i: usize) -> usize;
     /// Differentiable mean loss of the training samples `batch` (indices); `step` seeds any
     /// randomness the task needs.
     fn loss(&mut self, w: &Weights, batch: &[usize], step: usize) -> Result<Tensor>;
@@ -101,24 +103,16 @@ pub(crate) fn run(
     let mut opt = AdamW::new(w, s.weight_decay)?;
     let mut st = initial_state(w, s, n, &last, &mut opt)?;
     let per_epoch = n.div_ceil(bs);
-    let total = (s.epochs * per_epoch).min(s.max_steps.unwrap_or(usize::MAX));
+    // The schedule ignores `max_steps`: a capped run is the start of the full run, so it can
+    // be resumed into exactly the run that was never interrupted.
+    let total = s.epochs * per_epoch;
     while st.epoch < s.epochs && !st.stopped_early && !reached(s, st.step) {
         let started = Instant::now();
         let run = run_epoch(task, w, s, &mut st, &mut opt, total, &last)?;
         let v = task.validate(&w.snapshot(&folder_name(out))?)?;
-        let train_seconds = run.time.as_secs_f64();
-        let stats = EpochStats {
-            epoch: st.epoch,
-            steps: run.steps,
-            samples: run.samples,
-            train_loss: run.loss,
-            valid_loss: v.loss,
-            valid_metric: v.metric,
-            samples_per_sec: run.samples as f64 / train_seconds.max(1e-9),
-            train_seconds,
-            seconds: started.elapsed().as_secs_f64(),
-        };
-        end_epoch(task, w, s, &mut st, stats, out)?;
+        let stats = run.stats(st.epoch, v, started);
+        let complete = st.batch_in_epoch >= per_epoch;
+        end_epoch(task, w, s, &mut st, stats, complete, out)?;
         save_last(w, &opt, &st, &last)?;
     }
     write_report(task, w, &st, out)
@@ -214,6 +208,23 @@ struct EpochRun {
     time: Duration,
 }
 
+impl EpochRun {
+    fn stats(&self, epoch: usize, v: Validation, started: Instant) -> EpochStats {
+        let train_seconds = self.time.as_secs_f64();
+        EpochStats {
+            epoch,
+            steps: self.steps,
+            samples: self.samples,
+            train_loss: self.loss,
+            valid_loss: v.loss,
+            valid_metric: v.metric,
+            samples_per_sec: self.samples as f64 / train_seconds.max(1e-9),
+            train_seconds,
+            seconds: started.elapsed().as_secs_f64(),
+        }
+    }
+}
+
 /// Trains the rest of epoch `st.epoch`.
 fn run_epoch(
     task: &mut dyn Task,
@@ -224,8 +235,7 @@ fn run_epoch(
     total: usize,
     last: &Path,
 ) -> Result<EpochRun> {
-    let order = epoch_order(task.num_samples(), s.seed, st.epoch);
-    let batches: Vec<&[usize]> = order.chunks(s.batch_size.max(1)).collect();
+    let batches = epoch_batches(task, s.batch_size.max(1), s.seed, st.epoch);
     let bar = progress_bar(s, batches.len(), st);
     let (mut loss_sum, mut steps, mut seen) = (0.0, 0usize, 0usize);
     let started = Instant::now();
@@ -265,12 +275,27 @@ fn run_epoch(
     })
 }
 
-/// Sample order of `epoch`: a permutation seeded by (seed, epoch).
-fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n).collect();
+/// Batches sorted by length within one group of this many batches.
+const LENGTH_GROUP: usize = 50;
+
+/// The batches of `epoch`, seeded by (seed, epoch): a random permutation cut into groups of
+/// [`LENGTH_GROUP`] batches, each group sorted by sample length before it is cut into batches,
+/// and the batches shuffled. Rows are padded to the longest sample of their batch, and most
+/// prompts are far shorter than the longest (Beauty: 27 tokens on average, 85 at most), so this
+/// removes most of the padding a plain shuffle would compute on, while every batch still mixes
+/// users from the whole dataset.
+fn epoch_batches(task: &dyn Task, bs: usize, seed: u64, epoch: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..task.num_samples()).collect();
     let mixed = seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(mixed));
-    order
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(mixed);
+    order.shuffle(&mut rng);
+    let mut batches = Vec::with_capacity(order.len().div_ceil(bs));
+    for group in order.chunks_mut(bs * LENGTH_GROUP) {
+        group.sort_by_key(|&i| task.sample_len(i));
+        batches.extend(group.chunks(bs).map(<[usize]>::to_vec));
+    }
+    batches.shuffle(&mut rng);
+    batches
 }
 
 fn progress_bar(s: &LoopSettings, len: usize, st: &TrainerState) -> ProgressBar {
@@ -287,13 +312,16 @@ fn progress_bar(s: &LoopSettings, len: usize, st: &TrainerState) -> ProgressBar 
     bar
 }
 
-/// Records the epoch, keeps the best checkpoint in `out`, and applies early stopping.
+/// Records the epoch, keeps the best checkpoint in `out`, and applies early stopping. An epoch
+/// cut short by `max_steps` (not `complete`) is validated and recorded but neither counts
+/// towards patience nor advances the epoch, so a resume finishes it.
 fn end_epoch(
     task: &dyn Task,
     w: &Weights,
     s: &LoopSettings,
     st: &mut TrainerState,
     stats: EpochStats,
+    complete: bool,
     out: &Path,
 ) -> Result<()> {
     let improved = match (stats.valid_metric, st.best_metric) {
@@ -316,13 +344,15 @@ fn end_epoch(
         st.best_metric = stats.valid_metric;
         st.best_epoch = Some(stats.epoch);
         st.bad_epochs = 0;
-    } else {
+    } else if complete {
         st.bad_epochs += 1;
         st.stopped_early = s.patience > 0 && st.bad_epochs >= s.patience;
     }
     st.history.push(stats);
-    st.epoch += 1;
-    st.batch_in_epoch = 0;
+    if complete {
+        st.epoch += 1;
+        st.batch_in_epoch = 0;
+    }
     Ok(())
 }
 

@@ -10,7 +10,7 @@
 //! - [`align_draft`]: a small draft trained with `(1 - alpha) * L_rec + alpha * L_align`, the
 //!   target's distributions computed on the fly from the frozen target.
 //!
-//! Both trainers share one loop ([`looper`]): AdamW with linear warm-up and cosine decay,
+//! Both trainers share one loop: AdamW with linear warm-up and cosine decay,
 //! global-norm gradient clipping, per-epoch validation, early stopping, resumable checkpoints in
 //! `out/last/` and a progress bar. Everything takes a `&Device`; nothing is CPU-specific.
 

@@ -227,6 +227,10 @@ impl Task for TargetTask<'_> {
         self.samples.len()
     }
 
+    fn sample_len(&self, i: usize) -> usize {
+        self.samples[i].history.len()
+    }
+
     fn loss(&mut self, w: &Weights, batch: &[usize], _step: usize) -> Result<Tensor> {
         let ex: Vec<Example> = batch
             .iter()
