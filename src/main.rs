@@ -729,6 +729,32 @@ fn set<T>(dst: &mut T, v: Option<T>) {
     }
 }
 
+impl OptimArgs {
+    /// Overrides the optimisation settings with the flags given.
+    fn apply(&self, o: &mut atspeed::train::OptimConfig) {
+        set(&mut o.epochs, self.epochs);
+        set(&mut o.batch_size, self.batch_size);
+        set(&mut o.lr, self.lr);
+        set(&mut o.warmup_steps, self.warmup_steps);
+        set(&mut o.patience, self.patience);
+        set(&mut o.seed, self.seed);
+        o.max_steps = self.max_steps.or(o.max_steps);
+        o.resume |= self.resume;
+    }
+
+    /// Overrides the sample selection (fields of the trainer's own config) with the flags given.
+    fn apply_samples(
+        &self,
+        max_samples: &mut Option<usize>,
+        last_only: &mut bool,
+        valid_users: &mut usize,
+    ) {
+        *max_samples = self.max_samples.or(*max_samples);
+        *last_only |= self.last_only;
+        set(valid_users, self.valid_users);
+    }
+}
+
 fn print_report(r: &atspeed::train::TrainReport) {
     for e in &r.epochs {
         println!(
@@ -768,18 +794,12 @@ fn train_target(a: TrainTargetArgs) -> Result<()> {
     set(&mut cfg.hidden, a.hidden);
     set(&mut cfg.heads, a.heads);
     set(&mut cfg.kv_heads, a.kv_heads);
-    let o = a.optim;
-    set(&mut cfg.epochs, o.epochs);
-    set(&mut cfg.batch_size, o.batch_size);
-    set(&mut cfg.lr, o.lr);
-    set(&mut cfg.warmup_steps, o.warmup_steps);
-    set(&mut cfg.valid_users, o.valid_users);
-    set(&mut cfg.patience, o.patience);
-    set(&mut cfg.seed, o.seed);
-    cfg.max_samples = o.max_samples.or(cfg.max_samples);
-    cfg.max_steps = o.max_steps.or(cfg.max_steps);
-    cfg.last_only |= o.last_only;
-    cfg.resume |= o.resume;
+    a.optim.apply(&mut cfg.optim);
+    a.optim.apply_samples(
+        &mut cfg.max_samples,
+        &mut cfg.last_only,
+        &mut cfg.valid_users,
+    );
     let r = atspeed::train::train_target(&data, &cfg, &a.out, &device)?;
     print_report(&r);
     Ok(())
@@ -830,18 +850,12 @@ fn align(a: AlignArgs) -> Result<()> {
     set(&mut cfg.heads, a.heads);
     set(&mut cfg.kv_heads, a.kv_heads);
     cfg.init = a.init.or(cfg.init);
-    let o = a.optim;
-    set(&mut cfg.epochs, o.epochs);
-    set(&mut cfg.batch_size, o.batch_size);
-    set(&mut cfg.lr, o.lr);
-    set(&mut cfg.warmup_steps, o.warmup_steps);
-    set(&mut cfg.valid_users, o.valid_users);
-    set(&mut cfg.patience, o.patience);
-    set(&mut cfg.seed, o.seed);
-    cfg.max_samples = o.max_samples.or(cfg.max_samples);
-    cfg.max_steps = o.max_steps.or(cfg.max_steps);
-    cfg.last_only |= o.last_only;
-    cfg.resume |= o.resume;
+    a.optim.apply(&mut cfg.optim);
+    a.optim.apply_samples(
+        &mut cfg.max_samples,
+        &mut cfg.last_only,
+        &mut cfg.valid_users,
+    );
     let r =
         atspeed::train::align_draft(&target, teacher.as_ref(), &data, &cfg, &a.out, &at.device)?;
     print_report(&r);

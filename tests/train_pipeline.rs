@@ -7,7 +7,7 @@ use atspeed::data::Dataset;
 use atspeed::model::{LlamaConfig, Llm};
 use atspeed::synth;
 use atspeed::train::{
-    align_draft, build_teacher, read_teacher, train_target, AlignConfig, AlignMethod,
+    align_draft, build_teacher, read_teacher, train_target, AlignConfig, AlignMethod, OptimConfig,
     TargetTrainConfig, TrainReport, LAST_DIR, REPORT_FILE,
 };
 use candle_core::{DType, Device};
@@ -67,14 +67,21 @@ fn tiny_target_config() -> TargetTrainConfig {
         hidden: 32,
         heads: 2,
         kv_heads: 1,
-        epochs: 4,
+        valid_users: 8,
+        optim: tiny_optim(4),
+        ..TargetTrainConfig::default()
+    }
+}
+
+fn tiny_optim(epochs: usize) -> OptimConfig {
+    OptimConfig {
+        epochs,
         batch_size: 16,
         lr: 1e-2,
         warmup_steps: 2,
-        valid_users: 8,
         patience: 0,
         progress: false,
-        ..TargetTrainConfig::default()
+        ..OptimConfig::default()
     }
 }
 
@@ -87,13 +94,8 @@ fn tiny_draft_config(method: AlignMethod) -> AlignConfig {
         hidden: 32,
         heads: 2,
         kv_heads: 1,
-        epochs: 3,
-        batch_size: 16,
-        lr: 1e-2,
-        warmup_steps: 2,
         valid_users: 8,
-        patience: 0,
-        progress: false,
+        optim: tiny_optim(3),
         ..AlignConfig::default()
     }
 }
@@ -131,8 +133,11 @@ fn target_and_drafts_train_save_and_resume() {
 
     // Resuming adds the missing epoch and keeps the history.
     let more = TargetTrainConfig {
-        epochs: 5,
-        resume: true,
+        optim: OptimConfig {
+            epochs: 5,
+            resume: true,
+            ..cfg.optim.clone()
+        },
         ..cfg
     };
     let resumed = train_target(&data, &more, &out, &dev).unwrap();
@@ -168,15 +173,19 @@ fn target_and_drafts_train_save_and_resume() {
 
     // Every other objective runs a few steps with a finite loss.
     for method in AlignMethod::ALL {
+        let base = tiny_draft_config(method);
         let cfg = AlignConfig {
-            max_steps: Some(2),
-            epochs: 1,
             temperature: if method == AlignMethod::SeqKd {
                 0.001
             } else {
                 1.0
             },
-            ..tiny_draft_config(method)
+            optim: OptimConfig {
+                max_steps: Some(2),
+                epochs: 1,
+                ..base.optim.clone()
+            },
+            ..base
         };
         let dout = work.path().join(format!("draft-{method}"));
         let r = align_draft(&target, Some(&teacher), &data, &cfg, &dout, &dev).unwrap();
@@ -194,19 +203,25 @@ fn interrupted_run_resumes_into_the_same_weights() {
     let (_d, data) = dataset(6);
     let work = tempfile::tempdir().unwrap();
     let cfg = TargetTrainConfig {
-        epochs: 2,
+        optim: tiny_optim(2),
         ..tiny_target_config()
     };
     let (a, b) = (work.path().join("a"), work.path().join("b"));
     let whole = train_target(&data, &cfg, &a, &dev).unwrap();
     let capped = TargetTrainConfig {
-        max_steps: Some(whole.steps / 2 + 3),
+        optim: OptimConfig {
+            max_steps: Some(whole.steps / 2 + 3),
+            ..cfg.optim.clone()
+        },
         ..cfg.clone()
     };
     let part = train_target(&data, &capped, &b, &dev).unwrap();
     assert_eq!(part.steps, whole.steps / 2 + 3);
     let resumed = TargetTrainConfig {
-        resume: true,
+        optim: OptimConfig {
+            resume: true,
+            ..cfg.optim.clone()
+        },
         ..cfg
     };
     let rest = train_target(&data, &resumed, &b, &dev).unwrap();
@@ -232,7 +247,7 @@ fn sft_needs_no_teacher_and_learns() {
     let work = tempfile::tempdir().unwrap();
     let target = saved_random(&data, &work.path().join("t"), 3);
     let cfg = AlignConfig {
-        epochs: 4,
+        optim: tiny_optim(4),
         ..tiny_draft_config(AlignMethod::Sft)
     };
     let r = align_draft(&target, None, &data, &cfg, &work.path().join("d"), &dev).unwrap();

@@ -17,7 +17,7 @@ use std::time::Instant;
 use atspeed::data::Dataset;
 use atspeed::model::{LlamaConfig, Llm};
 use atspeed::train::{
-    align_draft, build_teacher, read_teacher, train_target, AlignConfig, AlignMethod,
+    align_draft, build_teacher, read_teacher, train_target, AlignConfig, AlignMethod, OptimConfig,
     TargetTrainConfig,
 };
 use candle_core::Device;
@@ -42,10 +42,13 @@ fn target_training_throughput() {
         hidden: shape[1],
         heads: shape[2],
         kv_heads: shape[3],
-        batch_size: batch,
-        max_steps: Some(steps),
         valid_users: 0,
-        progress: false,
+        optim: OptimConfig {
+            batch_size: batch,
+            max_steps: Some(steps),
+            progress: false,
+            ..OptimConfig::default()
+        },
         ..TargetTrainConfig::default()
     };
     let out = tempfile::tempdir().unwrap();
@@ -107,10 +110,13 @@ fn draft_alignment_throughput() {
     for method in [AlignMethod::AtSpeedR, AlignMethod::AtSpeedS] {
         let cfg = AlignConfig {
             method,
-            batch_size: batch,
-            max_steps: Some(steps),
             valid_users: 0,
-            progress: false,
+            optim: OptimConfig {
+                batch_size: batch,
+                max_steps: Some(steps),
+                progress: false,
+                ..AlignConfig::default().optim
+            },
             ..AlignConfig::default()
         };
         let out = work.path().join(method.name());

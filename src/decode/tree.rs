@@ -93,7 +93,7 @@ impl Tree {
 }
 
 /// One model's cache of the tree: which nodes it holds, in cache order.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct ModelState {
     pub cache: KvCache,
     /// Node held by each cache entry.

@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
 
 use super::batch::{Example, TreeBatch};
-use super::looper::{self, LoopSettings, Task, Validation};
+use super::looper::{self, OptimConfig, Task, Validation};
 use super::losses;
 use super::target::{identifier, model_config, rec_example, valid_loss, valid_subset};
 use super::teacher::check_target_vocab;
@@ -103,7 +103,7 @@ impl fmt::Display for AlignMethod {
 }
 
 /// Settings of [`align_draft`]. `Default`: AtSpeed-S, alpha 0.7, T 1, K 20, lambda 0.3, a
-/// 2-layer 128-wide draft.
+/// 2-layer 128-wide draft, up to 10 epochs (otherwise [`OptimConfig`]'s defaults).
 #[derive(Clone, Debug, PartialEq)]
 pub struct AlignConfig {
     pub method: AlignMethod,
@@ -124,13 +124,6 @@ pub struct AlignConfig {
     /// Start from this draft checkpoint (e.g. an SFT draft) instead of random weights; its
     /// shape then overrides `layers`..`kv_heads`.
     pub init: Option<PathBuf>,
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub lr: f64,
-    pub min_lr_ratio: f64,
-    pub warmup_steps: usize,
-    pub weight_decay: f64,
-    pub clip_norm: f64,
     /// History length and sample style when no teacher file is given (a teacher file fixes
     /// both).
     pub history: usize,
@@ -139,13 +132,8 @@ pub struct AlignConfig {
     pub max_samples: Option<usize>,
     /// Validation samples for the loss and the coverage metric each epoch (0: none).
     pub valid_users: usize,
-    /// Epochs without better coverage before stopping; 0 never stops early.
-    pub patience: usize,
-    pub seed: u64,
-    pub max_steps: Option<usize>,
-    pub checkpoint_every: usize,
-    pub resume: bool,
-    pub progress: bool,
+    /// Optimisation and loop settings; `patience` counts epochs without better coverage.
+    pub optim: OptimConfig,
 }
 
 impl Default for AlignConfig {
@@ -161,47 +149,19 @@ impl Default for AlignConfig {
             heads: 4,
             kv_heads: 2,
             init: None,
-            epochs: 10,
-            batch_size: 64,
-            lr: 1e-3,
-            min_lr_ratio: 0.1,
-            warmup_steps: 200,
-            weight_decay: 0.01,
-            clip_norm: 1.0,
             history: DEFAULT_HISTORY,
             last_only: false,
             max_samples: None,
             valid_users: 500,
-            patience: 3,
-            seed: 42,
-            max_steps: None,
-            checkpoint_every: 0,
-            resume: false,
-            progress: true,
+            optim: OptimConfig {
+                epochs: 10,
+                ..OptimConfig::default()
+            },
         }
     }
 }
 
 impl AlignConfig {
-    fn loop_settings(&self) -> LoopSettings {
-        LoopSettings {
-            kind: format!("draft:{}", self.method),
-            epochs: self.epochs,
-            batch_size: self.batch_size,
-            lr: self.lr,
-            min_lr_ratio: self.min_lr_ratio,
-            warmup_steps: self.warmup_steps,
-            weight_decay: self.weight_decay,
-            clip_norm: self.clip_norm,
-            patience: self.patience,
-            seed: self.seed,
-            max_steps: self.max_steps,
-            checkpoint_every: self.checkpoint_every,
-            resume: self.resume,
-            progress: self.progress,
-        }
-    }
-
     /// Alpha actually applied: SFT is the recommendation loss alone.
     fn effective_alpha(&self) -> f64 {
         if self.method == AlignMethod::Sft {
@@ -228,7 +188,7 @@ impl AlignConfig {
                 format!("must be positive, not {}", self.temperature),
             );
         }
-        if self.k == 0 || self.batch_size == 0 || self.history == 0 {
+        if self.k == 0 || self.optim.batch_size == 0 || self.history == 0 {
             return bad("--k/--batch-size/--history", "must be at least 1".into());
         }
         Ok(())
@@ -285,7 +245,8 @@ pub fn align_draft(
         levels: Levels::new(data, device)?,
         device: device.clone(),
     };
-    looper::run(&mut task, &w, &cfg.loop_settings(), out)
+    let kind = format!("draft:{}", cfg.method);
+    looper::run(&mut task, &w, &kind, &cfg.optim, out)
 }
 
 /// Random draft weights, or the `init` checkpoint's (whose vocabulary must be the target's).
@@ -305,7 +266,7 @@ fn draft_weights(
         None => {
             let shape = [cfg.layers, cfg.hidden, cfg.heads, cfg.kv_heads];
             let model_cfg = model_config(data, history, shape)?;
-            Weights::random(&model_cfg, target.vocab.clone(), cfg.seed, device)
+            Weights::random(&model_cfg, target.vocab.clone(), cfg.optim.seed, device)
         }
     }
 }
@@ -344,7 +305,7 @@ fn teacher_samples(
     }
     let mut samples = Vec::new();
     let mut beams = Vec::new();
-    for i in subset(t.records.len(), cfg.max_samples, cfg.seed) {
+    for i in subset(t.records.len(), cfg.max_samples, cfg.optim.seed) {
         let rec = &t.records[i];
         let s = all.get(rec.sample as usize).ok_or_else(|| {
             Error::data(
@@ -361,7 +322,7 @@ fn teacher_samples(
 /// Training samples without teacher beams (sft, wordkd, tvdkd without a teacher file).
 fn plain_samples(data: &Dataset, cfg: &AlignConfig) -> (Vec<Sample>, Vec<Vec<Identifier>>) {
     let all = data.train_samples(cfg.history, cfg.last_only);
-    let samples: Vec<Sample> = subset(all.len(), cfg.max_samples, cfg.seed)
+    let samples: Vec<Sample> = subset(all.len(), cfg.max_samples, cfg.optim.seed)
         .into_iter()
         .map(|i| all[i].clone())
         .collect();
@@ -554,7 +515,7 @@ impl AlignTask<'_> {
     /// acceptance.
     fn coverage(&self, draft: &Llm, samples: &[Sample]) -> Result<f64> {
         let (mut sum, mut rows_seen) = (0.0, 0usize);
-        for chunk in samples.chunks(self.cfg.batch_size.max(1)) {
+        for chunk in samples.chunks(self.cfg.optim.batch_size.max(1)) {
             let ex: Vec<Example> = chunk
                 .iter()
                 .map(|s| rec_example(self.data, s, vec![]))
@@ -609,7 +570,7 @@ impl Task for AlignTask<'_> {
     }
 
     fn loss(&mut self, w: &Weights, batch: &[usize], step: usize) -> Result<Tensor> {
-        let seed = self.cfg.seed ^ (step as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+        let seed = self.cfg.optim.seed ^ (step as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut snap = None;
         let mut ex = Vec::with_capacity(batch.len());
@@ -633,7 +594,7 @@ impl Task for AlignTask<'_> {
             model,
             self.data,
             &self.valid,
-            self.cfg.batch_size,
+            self.cfg.optim.batch_size,
             &self.device,
         )?;
         let metric = match self.valid.is_empty() {

@@ -23,26 +23,57 @@ use crate::{Error, Result};
 /// File of the loop's state inside `out/last/`.
 pub const STATE_FILE: &str = "trainer_state.json";
 
-/// Loop parameters common to the target and the draft.
-#[derive(Clone, Debug)]
-pub(crate) struct LoopSettings {
-    /// `target` or `draft:<method>`; a resume refuses a state of another kind.
-    pub kind: String,
+/// Optimisation and loop settings shared by [`super::train_target`] and
+/// [`super::align_draft`]. `Default` is the target's: up to 20 epochs with batch 64, lr 1e-3.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OptimConfig {
+    /// Maximum number of epochs.
     pub epochs: usize,
     pub batch_size: usize,
+    /// Peak learning rate.
     pub lr: f64,
+    /// Final learning rate of the cosine decay, as a fraction of `lr`.
     pub min_lr_ratio: f64,
+    /// Linear warm-up steps.
     pub warmup_steps: usize,
+    /// Decoupled AdamW weight decay (not applied to the RMSNorm gains).
     pub weight_decay: f64,
+    /// Global gradient-norm clip; 0 disables.
     pub clip_norm: f64,
-    /// Epochs without improvement before stopping; 0 never stops early.
+    /// Epochs without a better validation metric before stopping; 0 never stops early.
     pub patience: usize,
+    /// Seeds the initial weights, the training subset, the sample order and any per-step
+    /// randomness.
     pub seed: u64,
+    /// Stop after this many optimizer steps in total (smoke tests, throughput checks).
     pub max_steps: Option<usize>,
-    /// Also save `out/last/` every this many steps (0: only at epoch ends).
+    /// Also save the resumable state every this many steps (0: at epoch ends only).
     pub checkpoint_every: usize,
+    /// Continue from `out/last/` if it holds a state (starts afresh, with a warning, if not).
     pub resume: bool,
+    /// Draw progress bars; when stderr is not a terminal (the bar is hidden), log a progress
+    /// line every ~2% of an epoch instead.
     pub progress: bool,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        OptimConfig {
+            epochs: 20,
+            batch_size: 64,
+            lr: 1e-3,
+            min_lr_ratio: 0.1,
+            warmup_steps: 200,
+            weight_decay: 0.01,
+            clip_norm: 1.0,
+            patience: 3,
+            seed: 42,
+            max_steps: None,
+            checkpoint_every: 0,
+            resume: false,
+            progress: true,
+        }
+    }
 }
 
 /// Validation figures of the current weights.
@@ -86,11 +117,13 @@ struct TrainerState {
     history: Vec<EpochStats>,
 }
 
-/// Runs the loop and writes `out/train_report.json`.
+/// Runs the loop and writes `out/train_report.json`. `kind` is `target` or `draft:<method>`; a
+/// resume refuses a state of another kind.
 pub(crate) fn run(
     task: &mut dyn Task,
     w: &Weights,
-    s: &LoopSettings,
+    kind: &str,
+    s: &OptimConfig,
     out: &Path,
 ) -> Result<TrainReport> {
     let n = task.num_samples();
@@ -101,7 +134,7 @@ pub(crate) fn run(
     let last = out.join(LAST_DIR);
     std::fs::create_dir_all(&last).map_err(|e| Error::io(&last, e))?;
     let mut opt = AdamW::new(w, s.weight_decay)?;
-    let mut st = initial_state(w, s, n, &last, &mut opt)?;
+    let mut st = initial_state(w, kind, s, n, &last, &mut opt)?;
     let per_epoch = n.div_ceil(bs);
     // The schedule ignores `max_steps`: a capped run is the start of the full run, so it can
     // be resumed into exactly the run that was never interrupted.
@@ -121,13 +154,14 @@ pub(crate) fn run(
 /// A fresh state, or the one in `out/last/` (weights and moments restored) when resuming.
 fn initial_state(
     w: &Weights,
-    s: &LoopSettings,
+    kind: &str,
+    s: &OptimConfig,
     n: usize,
     last: &Path,
     opt: &mut AdamW,
 ) -> Result<TrainerState> {
     let fresh = TrainerState {
-        kind: s.kind.clone(),
+        kind: kind.to_string(),
         epoch: 0,
         batch_in_epoch: 0,
         step: 0,
@@ -195,7 +229,7 @@ fn check_resumable(saved: &TrainerState, now: &TrainerState, path: &Path) -> Res
     }
 }
 
-fn reached(s: &LoopSettings, step: usize) -> bool {
+fn reached(s: &OptimConfig, step: usize) -> bool {
     s.max_steps.is_some_and(|m| step >= m)
 }
 
@@ -229,7 +263,7 @@ impl EpochRun {
 fn run_epoch(
     task: &mut dyn Task,
     w: &Weights,
-    s: &LoopSettings,
+    s: &OptimConfig,
     st: &mut TrainerState,
     opt: &mut AdamW,
     total: usize,
@@ -237,6 +271,9 @@ fn run_epoch(
 ) -> Result<EpochRun> {
     let batches = epoch_batches(task, s.batch_size.max(1), s.seed, st.epoch);
     let bar = progress_bar(s, batches.len(), st);
+    // indicatif draws nothing when stderr is not a terminal (CI logs, redirection): log a line
+    // every ~2% of the epoch there instead.
+    let log_every = (s.progress && bar.is_hidden()).then(|| batches.len().div_ceil(50).max(1));
     let (mut loss_sum, mut steps, mut seen) = (0.0, 0usize, 0usize);
     let started = Instant::now();
     for batch in &batches[st.batch_in_epoch.min(batches.len())..] {
@@ -257,11 +294,21 @@ fn run_epoch(
         st.step += 1;
         st.batch_in_epoch += 1;
         let rate = seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        let mean = loss_sum / steps as f64;
         bar.set_message(format!(
-            "loss {:.4} · {rate:.0} samples/s · lr {lr:.2e}",
-            loss_sum / steps as f64
+            "loss {mean:.4} · {rate:.0} samples/s · lr {lr:.2e}"
         ));
         bar.inc(1);
+        let done = st.batch_in_epoch;
+        if log_every.is_some_and(|k| done.is_multiple_of(k) || done == batches.len()) {
+            log::info!(
+                "{} epoch {}/{}: batch {done}/{}, loss {mean:.4}, {rate:.0} samples/s, lr {lr:.2e}",
+                st.kind,
+                st.epoch + 1,
+                s.epochs,
+                batches.len()
+            );
+        }
         if s.checkpoint_every > 0 && st.step.is_multiple_of(s.checkpoint_every) {
             save_last(w, opt, st, last)?;
         }
@@ -298,7 +345,7 @@ fn epoch_batches(task: &dyn Task, bs: usize, seed: u64, epoch: usize) -> Vec<Vec
     batches
 }
 
-fn progress_bar(s: &LoopSettings, len: usize, st: &TrainerState) -> ProgressBar {
+fn progress_bar(s: &OptimConfig, len: usize, st: &TrainerState) -> ProgressBar {
     let bar = ProgressBar::new(len as u64);
     if !s.progress {
         bar.set_draw_target(ProgressDrawTarget::hidden());
@@ -307,7 +354,7 @@ fn progress_bar(s: &LoopSettings, len: usize, st: &TrainerState) -> ProgressBar 
         .expect("valid template")
         .progress_chars("=> ");
     bar.set_style(style);
-    bar.set_prefix(format!("{} epoch {}/{}", s.kind, st.epoch + 1, s.epochs));
+    bar.set_prefix(format!("{} epoch {}/{}", st.kind, st.epoch + 1, s.epochs));
     bar.set_position(st.batch_in_epoch.min(len) as u64);
     bar
 }
@@ -318,7 +365,7 @@ fn progress_bar(s: &LoopSettings, len: usize, st: &TrainerState) -> ProgressBar 
 fn end_epoch(
     task: &dyn Task,
     w: &Weights,
-    s: &LoopSettings,
+    s: &OptimConfig,
     st: &mut TrainerState,
     stats: EpochStats,
     complete: bool,
@@ -330,7 +377,7 @@ fn end_epoch(
     };
     log::info!(
         "{} epoch {}: train loss {:.4}, valid loss {}, {} {}, {:.0} samples/s{}",
-        s.kind,
+        st.kind,
         stats.epoch + 1,
         stats.train_loss,
         fmt_opt(stats.valid_loss),

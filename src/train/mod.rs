@@ -10,9 +10,10 @@
 //! - [`align_draft`]: a small draft trained with `(1 - alpha) * L_rec + alpha * L_align`, the
 //!   target's distributions computed on the fly from the frozen target.
 //!
-//! Both trainers share one loop: AdamW with linear warm-up and cosine decay,
-//! global-norm gradient clipping, per-epoch validation, early stopping, resumable checkpoints in
-//! `out/last/` and a progress bar. Everything takes a `&Device`; nothing is CPU-specific.
+//! Both trainers share one loop, configured by [`OptimConfig`]: AdamW with linear warm-up and
+//! cosine decay, global-norm gradient clipping, per-epoch validation, early stopping, resumable
+//! checkpoints in `out/last/` and a progress bar (progress log lines when stderr is not a
+//! terminal). Everything takes a `&Device`; nothing is CPU-specific.
 
 mod align;
 mod batch;
@@ -30,6 +31,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 pub use align::{align_draft, AlignConfig, AlignMethod};
+pub use looper::OptimConfig;
 pub use target::{train_target, TargetTrainConfig};
 pub use teacher::{build_teacher, fingerprint, read_teacher, TeacherFile, TeacherRecord};
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 
 use super::batch::{Example, TreeBatch};
-use super::looper::{self, LoopSettings, Task, Validation};
+use super::looper::{self, OptimConfig, Task, Validation};
 use super::weights::Weights;
 use super::{subset, TrainReport, VALID_SEED};
 use crate::data::{Dataset, Sample, DEFAULT_HISTORY};
@@ -22,7 +22,7 @@ use crate::{Error, Result};
 pub const VALID_K: usize = 10;
 
 /// Settings of [`train_target`]. `Default` gives an 8-layer, 256-wide model trained for up to 20
-/// epochs with batch 64, lr 1e-3.
+/// epochs with batch 64, lr 1e-3 (see [`OptimConfig`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct TargetTrainConfig {
     /// Decoder layers.
@@ -32,19 +32,6 @@ pub struct TargetTrainConfig {
     pub heads: usize,
     /// Key/value heads (grouped-query attention); divides `heads`.
     pub kv_heads: usize,
-    /// Maximum number of epochs.
-    pub epochs: usize,
-    pub batch_size: usize,
-    /// Peak learning rate.
-    pub lr: f64,
-    /// Final learning rate of the cosine decay, as a fraction of `lr`.
-    pub min_lr_ratio: f64,
-    /// Linear warm-up steps.
-    pub warmup_steps: usize,
-    /// Decoupled AdamW weight decay (not applied to the RMSNorm gains).
-    pub weight_decay: f64,
-    /// Global gradient-norm clip; 0 disables.
-    pub clip_norm: f64,
     /// History length H of the prompts.
     pub history: usize,
     /// Only the last position per user (the reference) instead of sliding windows.
@@ -54,18 +41,9 @@ pub struct TargetTrainConfig {
     /// Validation samples used for the loss and Recall@10 each epoch (0: no validation; every
     /// epoch then replaces the saved model).
     pub valid_users: usize,
-    /// Epochs without a better valid Recall@10 before stopping; 0 never stops early.
-    pub patience: usize,
-    /// Seeds the initial weights and the sample order.
-    pub seed: u64,
-    /// Stop after this many optimizer steps in total (smoke tests, throughput checks).
-    pub max_steps: Option<usize>,
-    /// Also save the resumable state every this many steps (0: at epoch ends only).
-    pub checkpoint_every: usize,
-    /// Continue from `out/last/` if it holds a state (starts afresh, with a warning, if not).
-    pub resume: bool,
-    /// Draw progress bars (they are hidden anyway when stderr is not a terminal).
-    pub progress: bool,
+    /// Optimisation and loop settings; `patience` counts epochs without a better valid
+    /// Recall@10.
+    pub optim: OptimConfig,
 }
 
 impl Default for TargetTrainConfig {
@@ -75,44 +53,11 @@ impl Default for TargetTrainConfig {
             hidden: 256,
             heads: 4,
             kv_heads: 2,
-            epochs: 20,
-            batch_size: 64,
-            lr: 1e-3,
-            min_lr_ratio: 0.1,
-            warmup_steps: 200,
-            weight_decay: 0.01,
-            clip_norm: 1.0,
             history: DEFAULT_HISTORY,
             last_only: false,
             max_samples: None,
             valid_users: 500,
-            patience: 3,
-            seed: 42,
-            max_steps: None,
-            checkpoint_every: 0,
-            resume: false,
-            progress: true,
-        }
-    }
-}
-
-impl TargetTrainConfig {
-    fn loop_settings(&self) -> LoopSettings {
-        LoopSettings {
-            kind: "target".into(),
-            epochs: self.epochs,
-            batch_size: self.batch_size,
-            lr: self.lr,
-            min_lr_ratio: self.min_lr_ratio,
-            warmup_steps: self.warmup_steps,
-            weight_decay: self.weight_decay,
-            clip_norm: self.clip_norm,
-            patience: self.patience,
-            seed: self.seed,
-            max_steps: self.max_steps,
-            checkpoint_every: self.checkpoint_every,
-            resume: self.resume,
-            progress: self.progress,
+            optim: OptimConfig::default(),
         }
     }
 }
@@ -141,7 +86,7 @@ pub fn train_target(
     out: &Path,
     device: &Device,
 ) -> Result<TrainReport> {
-    if cfg.history == 0 || cfg.batch_size == 0 {
+    if cfg.history == 0 || cfg.optim.batch_size == 0 {
         return Err(Error::invalid(
             "--history/--batch-size",
             "must be at least 1",
@@ -149,9 +94,14 @@ pub fn train_target(
     }
     let shape = [cfg.layers, cfg.hidden, cfg.heads, cfg.kv_heads];
     let model_cfg = model_config(data, cfg.history, shape)?;
-    let w = Weights::random(&model_cfg, data.vocab.tokens().to_vec(), cfg.seed, device)?;
+    let w = Weights::random(
+        &model_cfg,
+        data.vocab.tokens().to_vec(),
+        cfg.optim.seed,
+        device,
+    )?;
     let all = data.train_samples(cfg.history, cfg.last_only);
-    let samples: Vec<Sample> = subset(all.len(), cfg.max_samples, cfg.seed)
+    let samples: Vec<Sample> = subset(all.len(), cfg.max_samples, cfg.optim.seed)
         .into_iter()
         .map(|i| all[i].clone())
         .collect();
@@ -167,10 +117,10 @@ pub fn train_target(
         data,
         samples,
         valid,
-        batch_size: cfg.batch_size,
+        batch_size: cfg.optim.batch_size,
         device: device.clone(),
     };
-    looper::run(&mut task, &w, &cfg.loop_settings(), out)
+    looper::run(&mut task, &w, "target", &cfg.optim, out)
 }
 
 /// At most `n` validation samples, the same ones whatever the training seed.
