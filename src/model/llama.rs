@@ -18,6 +18,8 @@ struct Attention {
     k: Linear,
     v: Linear,
     o: Linear,
+    /// q, k and v stacked into one projection for inference (see [`Llama::fuse_projections`]).
+    qkv: Option<Linear>,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -28,6 +30,8 @@ struct Mlp {
     gate: Linear,
     up: Linear,
     down: Linear,
+    /// gate and up stacked for inference.
+    gate_up: Option<Linear>,
 }
 
 #[derive(Clone, Debug)]
@@ -80,6 +84,7 @@ impl Llama {
                 k: linear(a.pp("k_proj"), h, cfg.kv_heads() * hd)?,
                 v: linear(a.pp("v_proj"), h, cfg.kv_heads() * hd)?,
                 o: linear(a.pp("o_proj"), cfg.num_attention_heads * hd, h)?,
+                qkv: None,
                 heads: cfg.num_attention_heads,
                 kv_heads: cfg.kv_heads(),
                 head_dim: hd,
@@ -89,6 +94,7 @@ impl Llama {
                 gate: linear(p.pp("gate_proj"), h, cfg.intermediate_size)?,
                 up: linear(p.pp("up_proj"), h, cfg.intermediate_size)?,
                 down: linear(p.pp("down_proj"), cfg.intermediate_size, h)?,
+                gate_up: None,
             };
             blocks.push(Block {
                 attn,
@@ -119,6 +125,22 @@ impl Llama {
 
     pub fn config(&self) -> &LlamaConfig {
         &self.cfg
+    }
+
+    /// Stacks q/k/v and gate/up into single projections used by the inference path: two matrix
+    /// products per layer instead of five, and fewer copies (on a GPU, where small models are
+    /// bound by kernel launches, fewer launches per pass). Only for frozen weights: the stacked
+    /// copies would not follow optimizer updates, so training keeps the separate projections.
+    pub fn fuse_projections(&mut self) -> Result<()> {
+        for b in &mut self.blocks {
+            let a = &mut b.attn;
+            let w = Tensor::cat(&[a.q.weight(), a.k.weight(), a.v.weight()], 0)?;
+            a.qkv = Some(Linear::new(w, None));
+            let m = &mut b.mlp;
+            let w = Tensor::cat(&[m.gate.weight(), m.up.weight()], 0)?;
+            m.gate_up = Some(Linear::new(w, None));
+        }
+        Ok(())
     }
     pub fn device(&self) -> &Device {
         &self.device
@@ -168,7 +190,7 @@ impl Llama {
                     .forward(&h, rotary, &mask, cache.as_deref_mut(), i, differentiable)?;
             let x1 = (residual + h)?;
             let h = rms_norm(&x1, &block.norm_post, eps, differentiable)?;
-            let h = block.mlp.forward(&h)?;
+            let h = block.mlp.forward(&h, differentiable)?;
             x = (x1 + h)?;
         }
         rms_norm(&x, &self.norm, eps, differentiable)
@@ -274,15 +296,37 @@ impl Attention {
         differentiable: bool,
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
-        let split = |l: &Linear, heads: usize| -> Result<Tensor> {
-            l.forward(x)?
-                .reshape((b, t, heads, self.head_dim))?
-                .transpose(1, 2)?
-                .contiguous()
+        let (q, k, v) = match (&self.qkv, differentiable) {
+            (Some(qkv), false) => {
+                // One product, one layout copy: [b, t, heads + 2 kv, d] -> [b, heads + 2 kv, t, d].
+                let all = qkv
+                    .forward(x)?
+                    .reshape((b, t, self.heads + 2 * self.kv_heads, self.head_dim))?
+                    .transpose(1, 2)?
+                    .contiguous()?;
+                let part = |from: usize, n: usize| all.narrow(1, from, n)?.contiguous();
+                (
+                    part(0, self.heads)?,
+                    part(self.heads, self.kv_heads)?,
+                    part(self.heads + self.kv_heads, self.kv_heads)?,
+                )
+            }
+            _ => {
+                let split = |l: &Linear, heads: usize| -> Result<Tensor> {
+                    l.forward(x)?
+                        .reshape((b, t, heads, self.head_dim))?
+                        .transpose(1, 2)?
+                        .contiguous()
+                };
+                (
+                    split(&self.q, self.heads)?,
+                    split(&self.k, self.kv_heads)?,
+                    split(&self.v, self.kv_heads)?,
+                )
+            }
         };
-        let q = apply_rope(&split(&self.q, self.heads)?, rotary, differentiable)?;
-        let k = apply_rope(&split(&self.k, self.kv_heads)?, rotary, differentiable)?;
-        let v = split(&self.v, self.kv_heads)?;
+        let q = apply_rope(&q, rotary, differentiable)?;
+        let k = apply_rope(&k, rotary, differentiable)?;
         let (k, v) = match cache {
             Some(c) => c.extend(layer, k, v)?,
             None => (k, v),
@@ -303,8 +347,15 @@ impl Attention {
 }
 
 impl Mlp {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = candle_nn::ops::silu(&self.gate.forward(x)?)?;
-        self.down.forward(&(g * self.up.forward(x)?)?)
+    fn forward(&self, x: &Tensor, differentiable: bool) -> Result<Tensor> {
+        let (g, u) = match (&self.gate_up, differentiable) {
+            (Some(gu), false) => {
+                let both = gu.forward(x)?;
+                let i = both.dim(D::Minus1)? / 2;
+                (both.narrow(D::Minus1, 0, i)?, both.narrow(D::Minus1, i, i)?)
+            }
+            _ => (self.gate.forward(x)?, self.up.forward(x)?),
+        };
+        self.down.forward(&(candle_nn::ops::silu(&g)? * u)?)
     }
 }

@@ -53,8 +53,9 @@ impl Llm {
         }
         let weights = checkpoint::read_weights(dir, dtype, device)?;
         let vb = VarBuilder::from_tensors(weights, dtype, device);
-        let model = Llama::new(&cfg, vb)
+        let mut model = Llama::new(&cfg, vb)
             .map_err(|e| Error::model(dir, format!("weights do not fit config.json: {e}")))?;
+        model.fuse_projections()?;
         Ok(Llm {
             model,
             vocab,
@@ -95,7 +96,8 @@ impl Llm {
         }
         let tensors = random_weights(cfg, std, seed, device)?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-        let model = Llama::new(cfg, vb)?;
+        let mut model = Llama::new(cfg, vb)?;
+        model.fuse_projections()?;
         Ok(Llm {
             model,
             vocab,
