@@ -222,6 +222,10 @@ struct DecodeArgs {
     /// Drafted steps per round.
     #[arg(long, default_value_t = 3)]
     gamma: usize,
+    /// Adaptive draft width (strict): keep the draft's best beams per depth only until they
+    /// hold this share of its probability mass (at least K, at most N), e.g. 0.99.
+    #[arg(long)]
+    draft_mass: Option<f32>,
 }
 
 #[derive(Args)]
@@ -459,6 +463,7 @@ fn tui(a: TuiArgs) -> Result<()> {
         n: a.decode.n,
         k: a.k,
         gamma: a.decode.gamma,
+        draft_mass: a.decode.draft_mass,
     }
     .validate()?;
     atspeed::tui::run_explorer(atspeed::tui::ExplorerContext {
@@ -524,6 +529,7 @@ fn recommend(a: RecommendArgs) -> Result<()> {
                 n: a.decode.n,
                 k: a.k,
                 gamma: a.decode.gamma,
+                draft_mass: a.decode.draft_mass,
             };
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(a.common.seed);
             let t = speculative(&target, &draft, &data.trie, &prompt, &params, &mut rng)?;
@@ -571,6 +577,7 @@ fn bench(a: BenchArgs) -> Result<()> {
         ks: a.k.clone(),
         n: a.decode.n,
         gamma: a.decode.gamma,
+        draft_mass: a.decode.draft_mass,
         users: a.users,
         warmup: a.warmup,
         history: a.common.history,

@@ -292,6 +292,7 @@ fn draft_and_target_with_different_vocabularies() {
         n: 4,
         k: 2,
         gamma: 2,
+        draft_mass: None,
     };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let err = speculative(&target, &draft_llm, &a.trie, &prompt, &params, &mut rng)

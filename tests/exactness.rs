@@ -112,12 +112,15 @@ fn strict_speculative_equals_target_beam_search() {
             k + rng.random_range(1..25)
         };
         let gamma = rng.random_range(1..=4);
+        // Adaptive width on a third of the cases: it changes the tree, never the output.
+        let draft_mass = (case % 3 == 1).then(|| [0.5f32, 0.9, 0.99][rng.random_range(0..3)]);
         let prompt = synth::prompt(&cat, rng.random_range(0..8), &mut rng);
         let params = SpecParams {
             mode: Mode::Strict,
             n,
             k,
             gamma,
+            draft_mass,
         };
         let base = beam_search(&target, &cat.trie, &prompt, k).unwrap();
         let spec = speculative(&target, &draft, &cat.trie, &prompt, &params, &mut rng).unwrap();

@@ -151,6 +151,7 @@ fn draw(s: &Setup, n: usize, gamma: usize, draws: usize, seed: u64) -> HashMap<I
         n,
         k: 1,
         gamma,
+        draft_mass: None,
     };
     let mut counts = HashMap::new();
     for _ in 0..draws {

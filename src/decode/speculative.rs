@@ -26,7 +26,7 @@ use crate::model::Llm;
 use crate::{Error, Result};
 
 /// Draft width, beam size, draft depth and verification rule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SpecParams {
     pub mode: Mode,
     /// Drafted beams per depth (N >= K).
@@ -35,6 +35,12 @@ pub struct SpecParams {
     pub k: usize,
     /// Drafted steps per round at most.
     pub gamma: usize,
+    /// Adaptive draft width (strict mode): at each drafted depth keep the draft's best beams
+    /// only until they hold this share of its probability mass over the candidates (at least K,
+    /// at most N). A confident draft then sends a smaller tree to the target; the verification
+    /// rule, and so the output, is unchanged. `None` drafts N beams at every depth.
+    #[serde(default)]
+    pub draft_mass: Option<f32>,
 }
 
 impl SpecParams {
@@ -53,6 +59,14 @@ impl SpecParams {
         }
         if self.gamma == 0 {
             return Err(Error::invalid("--gamma", "gamma must be at least 1"));
+        }
+        if let Some(m) = self.draft_mass {
+            if !(m > 0.0 && m <= 1.0) {
+                return Err(Error::invalid(
+                    "--draft-mass",
+                    format!("{m} is not a probability mass in (0, 1]"),
+                ));
+            }
         }
         Ok(())
     }
@@ -264,7 +278,15 @@ impl<R: Rng> Run<'_, R> {
             let paths: Vec<Vec<u32>> = nodes.iter().map(|&n| self.tree.path(n)).collect();
             let cands = extensions(&self.tree, self.auto, &parents, |i| rows.row(i));
             let chosen = match self.params.mode {
-                Mode::Strict => top_k(cands, self.params.n, &paths),
+                Mode::Strict => {
+                    let mass = self.params.draft_mass;
+                    let log_z = mass.map(|_| log_sum_exp(cands.iter().map(|c| c.score)));
+                    let mut top = top_k(cands, self.params.n, &paths);
+                    if let (Some(m), Some(z)) = (mass, log_z) {
+                        top.truncate(mass_prefix(&top, z, m, self.params.k));
+                    }
+                    top
+                }
                 Mode::Relaxed => sample_k(cands, self.params.n, &paths, self.rng),
             };
             let level: Vec<Drafted> = chosen
@@ -640,6 +662,19 @@ impl<R: Rng> Run<'_, R> {
             draft_passes: draft.levels.len(),
         }
     }
+}
+
+/// How many of the best-first candidates it takes to hold `mass` of the probability
+/// exp(score - log_z), never fewer than `min`.
+fn mass_prefix(best_first: &[Cand], log_z: f32, mass: f32, min: usize) -> usize {
+    let mut acc = 0.0f32;
+    for (i, c) in best_first.iter().enumerate() {
+        acc += (c.score - log_z).exp();
+        if acc >= mass && i + 1 >= min {
+            return i + 1;
+        }
+    }
+    best_first.len()
 }
 
 fn sort_beams(tree: &Tree, beams: &mut [Beam]) {

@@ -20,6 +20,9 @@ pub struct BenchConfig {
     pub ks: Vec<usize>,
     pub n: usize,
     pub gamma: usize,
+    /// Adaptive draft width (see [`SpecParams::draft_mass`]).
+    #[serde(default)]
+    pub draft_mass: Option<f32>,
     /// Test users to measure (the first ones of the test split); 0 means all.
     pub users: usize,
     /// Users decoded untimed first, so lazy initialisation does not count.
@@ -208,6 +211,7 @@ pub fn run_bench(
             n: cfg.n,
             k,
             gamma: cfg.gamma,
+            draft_mass: cfg.draft_mass,
         }
         .validate()?;
     }
@@ -219,6 +223,7 @@ pub fn run_bench(
             n: cfg.n,
             k: cfg.ks[0],
             gamma: cfg.gamma,
+            draft_mass: cfg.draft_mass,
         };
         beam_search(target, &data.trie, &prompt, p.k)?;
         speculative(target, draft, &data.trie, &prompt, &p, &mut rng)?;
@@ -232,6 +237,7 @@ pub fn run_bench(
             n: cfg.n,
             k,
             gamma: cfg.gamma,
+            draft_mass: cfg.draft_mass,
         };
         let mut acc = Acc::default();
         acc.r.k = k;
@@ -275,13 +281,17 @@ impl BenchReport {
     /// The table `atspeed bench` prints (markdown, so it pastes into notes as is).
     pub fn table(&self) -> String {
         let mut s = format!(
-            "{} | target {} | draft {} | {} | {} N={} gamma={} | {} users\n\n",
+            "{} | target {} | draft {} | {} | {} N={}{} gamma={} | {} users\n\n",
             self.dataset,
             self.target,
             self.draft,
             self.device,
             self.config.mode.name(),
             self.config.n,
+            self.config
+                .draft_mass
+                .map(|m| format!(" (adaptive, mass {m})"))
+                .unwrap_or_default(),
             self.config.gamma,
             self.per_k.first().map(|k| k.users).unwrap_or(0)
         );

@@ -164,6 +164,7 @@ pub fn run_selftest(
         n: 40,
         k: 20,
         gamma: 3,
+        draft_mass: None,
     };
     let exact = check_exact(data, target, draft, users, &params)?;
     let cfg = BenchConfig {
@@ -171,6 +172,7 @@ pub fn run_selftest(
         ks: vec![1, 20],
         n: 40,
         gamma: 3,
+        draft_mass: None,
         users: bench_users,
         warmup: 5,
         history: crate::data::DEFAULT_HISTORY,

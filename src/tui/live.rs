@@ -108,6 +108,7 @@ impl Engine for LiveEngine {
             n: params.n,
             k: params.k,
             gamma: params.gamma,
+            draft_mass: None,
         };
         let trace = speculative(
             &self.target,
