@@ -103,3 +103,48 @@ fn bad_session_files_are_reported_with_their_name() {
     let e = atspeed::tui::run_replay(&path).unwrap_err().to_string();
     assert!(e.contains("broken.json") && e.contains("version 2"), "{e}");
 }
+
+/// Every session shipped in `sessions/` loads and replays to the end of every recorded run, at
+/// both terminal sizes, with no model. The shipped set covers both verification modes.
+#[test]
+fn every_shipped_session_replays() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sessions");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.retain(|p: &std::path::PathBuf| p.extension().is_some_and(|e| e == "json"));
+    files.sort();
+    let mut modes = std::collections::HashSet::new();
+    for path in &files {
+        let session = Session::load(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(!session.users.is_empty(), "{}: no users", path.display());
+        for rec in &session.users {
+            modes.insert(rec.run.trace.mode);
+        }
+        let (mut app, mut engine) = replay::replay_app(&session, path);
+        app.start();
+        serve(&mut app, &mut engine);
+        for _ in 0..engine.num_users() {
+            // Walk every phase of the user, drawing each, then finish it.
+            for _ in 0..64 {
+                update(&mut app, Action::Step);
+                let _ = screen(&app, 80, 24);
+            }
+            update(&mut app, Action::RunToEnd);
+            let c = app
+                .current
+                .as_ref()
+                .unwrap_or_else(|| panic!("{}: {}", path.display(), app.status));
+            assert!(!c.run.trace.beams.is_empty());
+            let text = screen(&app, 120, 40);
+            assert!(text.contains("REPLAY"), "{text}");
+            update(&mut app, Action::NextUser);
+            serve(&mut app, &mut engine);
+        }
+    }
+    assert!(files.len() >= 2, "ship at least two sessions in sessions/");
+    assert!(
+        modes.contains(&Mode::Strict) && modes.contains(&Mode::Relaxed),
+        "ship a strict and a relaxed session"
+    );
+}

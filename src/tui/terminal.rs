@@ -106,15 +106,21 @@ async fn event_loop(
     app.start();
     let mut input = EventStream::new();
     let mut tick = tokio::time::interval(TICK);
+    let mut latency = Latency::default();
     loop {
         perform(app, worker)?;
         if app.quit {
+            latency.report();
             return Ok(());
         }
         terminal.draw(|f| render(app, f))?;
+        latency.drawn();
         let action = tokio::select! {
             ev = input.next() => match ev {
-                Some(Ok(ev)) => keys::action(app, &ev),
+                Some(Ok(ev)) => {
+                    latency.input();
+                    keys::action(app, &ev)
+                }
                 Some(Err(e)) => return Err(e).context("reading terminal input"),
                 None => return Ok(()),
             },
@@ -126,6 +132,47 @@ async fn event_loop(
         };
         if let Some(a) = action {
             update(app, a);
+        }
+    }
+}
+
+/// Input-to-redraw latency: from the moment a terminal event is read to the end of the draw that
+/// follows it (update, effects and render included). Logged on quit; with
+/// `ATSPEED_LATENCY_FILE=path` also written there as JSON, for measuring the explorer under load.
+#[derive(Default)]
+struct Latency {
+    pending: Option<std::time::Instant>,
+    samples_ms: Vec<f64>,
+}
+
+impl Latency {
+    fn input(&mut self) {
+        self.pending.get_or_insert_with(std::time::Instant::now);
+    }
+
+    fn drawn(&mut self) {
+        if let Some(t) = self.pending.take() {
+            self.samples_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+
+    fn report(&mut self) {
+        if self.samples_ms.is_empty() {
+            return;
+        }
+        let v = &mut self.samples_ms;
+        v.sort_by(f64::total_cmp);
+        let pct = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+        let summary = serde_json::json!({
+            "events": v.len(),
+            "mean_ms": v.iter().sum::<f64>() / v.len() as f64,
+            "p50_ms": pct(0.5),
+            "p95_ms": pct(0.95),
+            "max_ms": pct(1.0),
+        });
+        log::info!(target: "explorer", "input-to-redraw latency: {summary}");
+        if let Ok(path) = std::env::var("ATSPEED_LATENCY_FILE") {
+            let _ = std::fs::write(path, summary.to_string());
         }
     }
 }
