@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 /// How drafted steps are verified.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Top-K verification: lossless, output equals the target's own beam search.
