@@ -49,6 +49,11 @@ enum Command {
     Teacher(TeacherArgs),
     /// Train a draft aligned to the target.
     Align(AlignArgs),
+    /// The paper's Table 1 from `bench --json` reports, each given as NAME=FILE.
+    Report {
+        #[arg(value_name = "NAME=FILE", required = true)]
+        reports: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -358,6 +363,7 @@ fn run(cli: Cli) -> Result<()> {
         }) => train_target(a),
         Some(Command::Teacher(a)) => teacher(a),
         Some(Command::Align(a)) => align(a),
+        Some(Command::Report { reports }) => report(&reports),
     }
 }
 
@@ -866,5 +872,26 @@ fn align(a: AlignArgs) -> Result<()> {
     let r =
         atspeed::train::align_draft(&target, teacher.as_ref(), &data, &cfg, &a.out, &at.device)?;
     print_report(&r);
+    Ok(())
+}
+
+fn report(specs: &[String]) -> Result<()> {
+    let mut reports = Vec::new();
+    for spec in specs {
+        let (name, file) = match spec.split_once('=') {
+            Some((n, f)) => (n.to_string(), PathBuf::from(f)),
+            None => {
+                let p = PathBuf::from(spec);
+                let stem = p
+                    .file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                (stem, p)
+            }
+        };
+        reports.push((name, atspeed::eval::report::load_report(&file)?));
+    }
+    print!("{}", atspeed::eval::report::table1(&reports));
     Ok(())
 }

@@ -2,4 +2,5 @@
 
 pub mod bench;
 pub mod metrics;
+pub mod report;
 pub mod selftest;
