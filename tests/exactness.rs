@@ -81,6 +81,104 @@ fn cached_incremental_decoding_equals_full_recomputation() {
     assert!(worst <= 1e-4, "incremental decoding differs by {worst}");
 }
 
+/// Invariants every round's trace must satisfy, whatever the mode.
+fn check_trace(t: &atspeed::decode::DecodeTrace, prompt_len: usize) {
+    use atspeed::decode::Verdict;
+    for r in &t.rounds {
+        assert_eq!(
+            r.target_step.depth,
+            r.start_depth + r.accepted + 1,
+            "round {}",
+            r.round
+        );
+        assert!(r.accepted <= r.drafted);
+        for (i, n) in r.nodes.iter().enumerate() {
+            // Position ids follow depth; the mask shows exactly the node's drafted ancestry.
+            assert_eq!(
+                r.tree.positions[i] as usize,
+                prompt_len - 1 + r.start_depth + n.depth
+            );
+            let mut chain = vec![i as u32];
+            let mut cur = n.parent;
+            while let Some(p) = cur {
+                assert_eq!(
+                    r.nodes[p].depth + 1,
+                    r.nodes[chain[chain.len() - 1] as usize].depth
+                );
+                chain.push(p as u32);
+                cur = r.nodes[p].parent;
+            }
+            chain.reverse();
+            assert_eq!(r.tree.mask_rows[i], chain, "round {} node {i}", r.round);
+            // A kept node's parent was kept; nothing past the deciding depth was judged.
+            if n.verdict == Verdict::Accepted {
+                if let Some(p) = n.parent {
+                    assert_eq!(
+                        r.nodes[p].verdict,
+                        Verdict::Accepted,
+                        "round {} node {i}",
+                        r.round
+                    );
+                }
+            }
+            if n.depth > r.accepted + 1 {
+                assert_eq!(n.verdict, Verdict::Pending, "round {} node {i}", r.round);
+            }
+        }
+    }
+}
+
+#[test]
+fn relaxed_self_draft_accepts_every_step_even_with_few_continuations() {
+    // Regression: with fewer valid continuations than K, accepting all of them is a full step.
+    let cat = synth::catalogue([3, 3, 2, 2], 30, 5);
+    let target = model(&cat, 2, 32, 9);
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let params = SpecParams {
+        mode: Mode::Relaxed,
+        n: 5,
+        k: 5,
+        gamma: 3,
+        draft_mass: None,
+    };
+    let mut full = 0;
+    for _ in 0..20 {
+        let prompt = synth::prompt(&cat, 3, &mut rng);
+        let t = speculative(&target, &target, &cat.trie, &prompt, &params, &mut rng).unwrap();
+        check_trace(&t, prompt.len());
+        full += usize::from(t.accepted_steps() == ID_LEN - 1);
+    }
+    // p and q come from two kernels and differ in the last bits: u <= p/q fails about 1e-6 of
+    // the time, so all 20 users accept every step.
+    assert_eq!(full, 20);
+}
+
+#[test]
+fn relaxed_traces_hold_their_invariants() {
+    let mut rng = ChaCha8Rng::seed_from_u64(77);
+    for case in 0..40u64 {
+        let cat = synth::catalogue([6, 8, 6, 6], rng.random_range(20..200), case);
+        let target = model(&cat, 2, 32, 300 + case);
+        let draft = model(&cat, 1, 16, 700 + case);
+        let k = rng.random_range(1..8);
+        let n = k + rng.random_range(0..10);
+        let params = SpecParams {
+            mode: Mode::Relaxed,
+            n,
+            k,
+            gamma: rng.random_range(1..=4),
+            draft_mass: None,
+        };
+        let prompt = synth::prompt(&cat, rng.random_range(0..6), &mut rng);
+        let t = speculative(&target, &draft, &cat.trie, &prompt, &params, &mut rng).unwrap();
+        check_trace(&t, prompt.len());
+        assert_eq!(t.beams.len(), k.min(cat.items.len()));
+        let distinct: std::collections::HashSet<_> =
+            t.beams.iter().map(|b| b.tokens.clone()).collect();
+        assert_eq!(distinct.len(), t.beams.len(), "beams are distinct");
+    }
+}
+
 #[test]
 fn strict_speculative_equals_target_beam_search() {
     let mut rng = ChaCha8Rng::seed_from_u64(2024);
@@ -134,6 +232,7 @@ fn strict_speculative_equals_target_beam_search() {
                 spec.beams, base.beams
             ),
         }
+        check_trace(&spec, prompt.len());
         // Every round advances; steps add up to L.
         let steps: usize = spec
             .rounds

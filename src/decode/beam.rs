@@ -87,7 +87,7 @@ fn search<R: Rng>(
         score: 0.0,
     }];
     let mut passes = 0;
-    for _ in 0..ID_LEN {
+    for step in 0..ID_LEN {
         let nodes: Vec<NodeId> = beams.iter().map(|b| b.node).collect();
         let fed = state.missing(&tree, &nodes);
         let (logp, _) = state.feed(target, &tree, &fed, &nodes)?;
@@ -112,8 +112,11 @@ fn search<R: Rng>(
                 score: c.score,
             })
             .collect();
-        let nodes: Vec<NodeId> = beams.iter().map(|b| b.node).collect();
-        state.retain_ancestors_of(&tree, &nodes)?;
+        // The last step's beams are final: nothing reads the cache again.
+        if step + 1 < ID_LEN {
+            let nodes: Vec<NodeId> = beams.iter().map(|b| b.node).collect();
+            state.retain_ancestors_of(&tree, &nodes)?;
+        }
     }
     Ok(BeamOutcome {
         beams: beams

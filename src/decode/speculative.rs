@@ -61,6 +61,12 @@ impl SpecParams {
             return Err(Error::invalid("--gamma", "gamma must be at least 1"));
         }
         if let Some(m) = self.draft_mass {
+            if self.mode == Mode::Relaxed {
+                return Err(Error::invalid(
+                    "--draft-mass",
+                    "adaptive width applies to strict mode (relaxed drafts are sampled)",
+                ));
+            }
             if !(m > 0.0 && m <= 1.0) {
                 return Err(Error::invalid(
                     "--draft-mass",
@@ -103,6 +109,12 @@ pub fn speculative<R: Rng>(
     params.validate()?;
     check_same_vocab(target, draft)?;
     super::beam::check_prompt(prompt, target)?;
+    if auto.children(PrefixAutomaton::ROOT).is_empty() {
+        return Err(Error::invalid(
+            "constraint",
+            "no valid identifier to generate",
+        ));
+    }
     let (tree, root) = Tree::with_prompt(prompt);
     let mut run = Run {
         target,
@@ -227,9 +239,12 @@ impl<R: Rng> Run<'_, R> {
             Mode::Strict => self.verify_strict(beams, &draft, &prows, &target_row),
             Mode::Relaxed => self.verify_relaxed(beams, &draft, &prows, &target_row),
         };
-        let new_nodes: Vec<NodeId> = verified.beams.iter().map(|b| b.node).collect();
-        self.ts.retain_ancestors_of(&self.tree, &new_nodes)?;
-        self.ds.retain_ancestors_of(&self.tree, &new_nodes)?;
+        // Compact both caches to the surviving beams, unless these beams are final.
+        if depth + verified.accepted + 1 < ID_LEN {
+            let new_nodes: Vec<NodeId> = verified.beams.iter().map(|b| b.node).collect();
+            self.ts.retain_ancestors_of(&self.tree, &new_nodes)?;
+            self.ds.retain_ancestors_of(&self.tree, &new_nodes)?;
+        }
 
         let trace = self.trace(
             index,
@@ -493,7 +508,8 @@ impl<R: Rng> Run<'_, R> {
                     }
                 }
             }
-            if accepted.len() >= k {
+            // Fewer valid continuations than K: all of them accepted is a full step.
+            if accepted.len() >= k.min(cands.len()) {
                 accepted.shuffle(self.rng);
                 accepted.truncate(k);
                 let chosen: Vec<Cand> = accepted.iter().map(|&i| cands[i]).collect();
@@ -513,7 +529,7 @@ impl<R: Rng> Run<'_, R> {
             let chosen: Vec<Cand> = accepted.iter().chain(&extra).map(|&i| cands[i]).collect();
             let next = self.materialise(&cur, &chosen, &lookup);
             let n_acc = accepted.len();
-            kept.extend(next[..n_acc].iter().map(|b| b.node));
+            kept.extend(next.iter().map(|b| b.node));
             let mut flagged: Vec<(Beam, bool)> = next
                 .into_iter()
                 .enumerate()
@@ -582,7 +598,9 @@ impl<R: Rng> Run<'_, R> {
                 target_score.insert(d.node, s);
             }
             let depth_in_round = n.depth - depth;
-            let verdict = if depth_in_round > v.examined {
+            // Unexamined: beyond the depth that ended the round, or under a parent not kept.
+            let orphan = depth_in_round > 1 && !v.kept.contains(&parent);
+            let verdict = if depth_in_round > v.examined || orphan {
                 Verdict::Pending
             } else if v.kept.contains(&d.node) {
                 Verdict::Accepted
@@ -623,7 +641,7 @@ impl<R: Rng> Run<'_, R> {
             positions: layout.positions[lead_len..].to_vec(),
             mask_rows,
         };
-        let step_depth = self.tree.node(v.beams[0].node).depth;
+        let step_depth = depth + v.accepted + 1;
         let target_step = TargetStep {
             depth: step_depth,
             kind: v.kind,

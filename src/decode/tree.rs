@@ -164,36 +164,56 @@ impl ModelState {
         let ctx = self.entries.len();
         let t = fed.len();
         let width = ctx + t;
-        let mut fed_index = std::collections::HashMap::with_capacity(t);
+        // Position of each node in `fed` (u32::MAX: not fed in this pass).
+        let mut fed_pos = vec![u32::MAX; tree.len()];
         for (i, &n) in fed.iter().enumerate() {
-            fed_index.insert(n, i as u32);
+            fed_pos[n as usize] = i as u32;
         }
         let mut mask = vec![f32::NEG_INFINITY; t * width];
-        let mut visible_fed = Vec::with_capacity(t);
+        let mut visible_fed: Vec<Vec<u32>> = Vec::with_capacity(t);
         for (i, &n) in fed.iter().enumerate() {
-            let row = &mut mask[i * width..(i + 1) * width];
-            let mut vis = Vec::new();
-            let mut cur = Some(n);
-            while let Some(c) = cur {
-                if let Some(Some(e)) = self.entry_of.get(c as usize) {
-                    row[*e as usize] = 0.0;
-                } else if let Some(&j) = fed_index.get(&c) {
-                    row[ctx + j as usize] = 0.0;
-                    vis.push(j);
+            let parent = tree.node(n).parent;
+            match parent
+                .map(|p| fed_pos[p as usize])
+                .filter(|&j| j != u32::MAX)
+            {
+                // Parent fed earlier in this pass: its row already holds every ancestor.
+                Some(j) => {
+                    let (done, rest) = mask.split_at_mut(i * width);
+                    let j = j as usize;
+                    rest[..width].copy_from_slice(&done[j * width..(j + 1) * width]);
+                    let mut vis = visible_fed[j].clone();
+                    vis.push(i as u32);
+                    visible_fed.push(vis);
                 }
-                cur = tree.node(c).parent;
+                // Parent cached (or none): the ancestors are all cached entries.
+                None => {
+                    let row = &mut mask[i * width..(i + 1) * width];
+                    let mut cur = parent;
+                    while let Some(c) = cur {
+                        let e = self.entry_of.get(c as usize).copied().flatten();
+                        debug_assert!(e.is_some(), "feed: parent {c} neither cached nor fed");
+                        if let Some(e) = e {
+                            row[e as usize] = 0.0;
+                        }
+                        cur = tree.node(c).parent;
+                    }
+                    visible_fed.push(vec![i as u32]);
+                }
             }
-            vis.reverse();
-            visible_fed.push(vis);
+            mask[i * width + ctx + i] = 0.0;
         }
         let tokens: Vec<u32> = fed.iter().map(|&n| tree.node(n).token).collect();
         let positions: Vec<u32> = fed.iter().map(|&n| tree.node(n).position).collect();
         let rows: Vec<u32> = want
             .iter()
-            .map(|w| {
-                *fed_index
-                    .get(w)
-                    .expect("feed: wanted node must be fed in this pass")
+            .map(|&w| {
+                let r = fed_pos[w as usize];
+                assert!(
+                    r != u32::MAX,
+                    "feed: wanted node {w} is not fed in this pass"
+                );
+                r
             })
             .collect();
         let logp = llm.log_probs(&tokens, &positions, &mask, &mut self.cache, &rows)?;

@@ -52,16 +52,22 @@ impl KvCache {
         k: Tensor,
         v: Tensor,
     ) -> Result<(Tensor, Tensor)> {
-        let len = self.lens[layer];
-        let add = k.dim(2)?;
-        let needed = len + add;
-        let grow = match &self.layers[layer] {
-            None => true,
-            Some((kb, vb)) => {
-                kb.dim(2)? < needed || kb.dim(0)? != k.dim(0)? || vb.dim(0)? != v.dim(0)?
-            }
+        let batch = k.dim(0)?;
+        // A different batch shape starts empty (its old entries belong to other rows).
+        let same_batch = match &self.layers[layer] {
+            Some((kb, _)) => kb.dim(0)? == batch,
+            None => false,
         };
-        if grow {
+        if !same_batch {
+            self.lens[layer] = 0;
+        }
+        let len = self.lens[layer];
+        let needed = len + k.dim(2)?;
+        let capacity = match &self.layers[layer] {
+            Some((kb, _)) if same_batch => kb.dim(2)?,
+            _ => 0,
+        };
+        if needed > capacity {
             let cap = needed.max(INITIAL_CAPACITY).next_power_of_two();
             let alloc = |t: &Tensor| -> Result<Tensor> {
                 let (b, h, _, d) = t.dims4()?;
@@ -69,7 +75,7 @@ impl KvCache {
             };
             let (kb, vb) = (alloc(&k)?, alloc(&v)?);
             if let Some((ok, ov)) = &self.layers[layer] {
-                if len > 0 && ok.dim(0)? == k.dim(0)? {
+                if len > 0 {
                     kb.slice_set(&ok.narrow(2, 0, len)?.contiguous()?, 2, 0)?;
                     vb.slice_set(&ov.narrow(2, 0, len)?.contiguous()?, 2, 0)?;
                 }
@@ -98,10 +104,17 @@ impl KvCache {
         if unchanged {
             return Ok(());
         }
+        let mut idx: Option<Tensor> = None;
         for (slot, len) in self.layers.iter_mut().zip(self.lens.iter_mut()) {
             if let Some((kb, vb)) = slot {
                 if !entries.is_empty() {
-                    let idx = Tensor::from_slice(entries, entries.len(), kb.device())?;
+                    // One index upload for all layers.
+                    let idx = match &idx {
+                        Some(i) => i.clone(),
+                        None => idx
+                            .insert(Tensor::from_slice(entries, entries.len(), kb.device())?)
+                            .clone(),
+                    };
                     // The whole buffer is contiguous; the indices all fall in its filled part.
                     let k = kb.index_select(&idx, 2)?;
                     let v = vb.index_select(&idx, 2)?;
