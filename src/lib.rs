@@ -3,6 +3,7 @@
 //! The engine (`ids`, `data`, `model`, `decode`, `eval`, `train`) knows nothing about the terminal
 //! explorer (`tui`), which only consumes the plain-data traces the decoder emits.
 
+mod atomic;
 pub mod decode;
 pub mod device;
 mod error;

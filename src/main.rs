@@ -435,7 +435,11 @@ fn tui(a: TuiArgs) -> Result<()> {
         // The strict-aligned draft first (the explorer opens in strict mode), then the relaxed
         // one, then the baselines by name.
         dirs.sort_by_key(|p| {
-            let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let name = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             (name != "atspeed-s", name != "atspeed-r", name)
         });
         for d in dirs {

@@ -11,7 +11,6 @@
 //! dataset, so the panels have a single source shape in both modes.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -161,18 +160,9 @@ impl Session {
     /// Writes the session atomically: a temporary file in the same folder, fsync, then rename, so
     /// a crash never leaves a half-written session where a good one was.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
         let json = serde_json::to_vec_pretty(self)
             .map_err(|e| Error::data(path, format!("cannot serialise session: {e}")))?;
-        tmp.write_all(&json).map_err(|e| Error::io(path, e))?;
-        tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
-        tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-        Ok(())
+        crate::atomic::write(path, &json)
     }
 
     /// Reads a session, checking the version before the rest so an old or foreign file gets a

@@ -148,3 +148,16 @@ fn every_shipped_session_replays() {
         "ship a strict and a relaxed session"
     );
 }
+
+/// The shipped strict session, replayed to the end of its first user: the screen a student sees.
+#[test]
+fn shipped_strict_session_snapshot() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sessions/strict-demo.json");
+    let session = Session::load(&path).unwrap();
+    let (mut app, mut engine) =
+        replay::replay_app(&session, std::path::Path::new("sessions/strict-demo.json"));
+    app.start();
+    serve(&mut app, &mut engine);
+    update(&mut app, Action::RunToEnd);
+    insta::assert_snapshot!("shipped_strict_session_120x40", screen(&app, 120, 40));
+}

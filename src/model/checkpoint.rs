@@ -119,17 +119,9 @@ pub fn tokenizer_json(tokens: &[String]) -> serde_json::Value {
     })
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder, so a crash never leaves
-/// a half-written file under the real name.
+/// Writes `bytes` to `path` atomically (see [`crate::atomic::write`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
-    tmp.write_all(bytes)
-        .and_then(|_| tmp.as_file().sync_all())
-        .map_err(|e| Error::io(path, e))?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
+    crate::atomic::write(path, bytes)
 }
 
 pub fn dtype_name(dtype: DType) -> &'static str {

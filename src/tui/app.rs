@@ -312,6 +312,21 @@ impl App {
             .to_string()
     }
 
+    /// Takes the parameters of a run the engine served (replay moves to a user's recorded
+    /// parameters when the current ones were not recorded for that user).
+    fn adopt(&mut self, p: &RunParams) {
+        if *p == self.run_params() {
+            return;
+        }
+        if let Some(d) = (0..self.header.drafts.len()).find(|&i| self.draft_name(i) == p.draft) {
+            self.params.draft = d;
+        }
+        self.params.mode = p.mode;
+        self.params.n = p.n;
+        self.params.k = p.k;
+        self.params.gamma = p.gamma;
+    }
+
     pub fn run_params(&self) -> RunParams {
         RunParams {
             mode: self.params.mode,
@@ -454,6 +469,7 @@ impl App {
                     });
                 } else {
                     self.pending = None;
+                    self.adopt(&run.params);
                     let cursor = self.cursor_for(&run);
                     self.current = Some(Current {
                         run: *run,

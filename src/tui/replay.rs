@@ -1,8 +1,9 @@
 //! Replay: the explorer driven by a recorded session instead of models (teaching mode).
 //!
 //! The replay engine answers decode requests by looking the (user, parameters) pair up among the
-//! recorded runs, so stepping, comparison and auto-run behave exactly as live; asking for
-//! parameters that were never recorded gives a message listing what was.
+//! recorded runs, so stepping, comparison and auto-run behave exactly as live. Moving to a user
+//! recorded only with other parameters shows its first recorded run; changing a parameter to one
+//! never recorded for the user gives a message listing what was.
 
 use std::path::Path;
 
@@ -14,6 +15,9 @@ pub struct ReplayEngine {
     records: Vec<UserRecord>,
     /// Distinct user ids in recording order; the app's user index points here.
     users: Vec<u32>,
+    /// The user of the last request: moving to another user may switch to its recorded
+    /// parameters, changing a parameter on the same user may not.
+    last_user: Option<usize>,
 }
 
 impl ReplayEngine {
@@ -27,6 +31,7 @@ impl ReplayEngine {
         ReplayEngine {
             records: session.users.clone(),
             users,
+            last_user: None,
         }
     }
 }
@@ -49,8 +54,16 @@ impl Engine for ReplayEngine {
             .get(user)
             .ok_or_else(|| anyhow::anyhow!("no user #{user} in this session"))?;
         let mine: Vec<&UserRecord> = self.records.iter().filter(|r| r.user.user == id).collect();
+        let moved = self.last_user.replace(user) != Some(user);
         if let Some(r) = mine.iter().find(|r| r.run.params == *params) {
             return Ok(r.run.clone());
+        }
+        // Arriving at a user recorded only with other parameters: show its first recorded run
+        // (the app adopts its parameters) rather than a gap.
+        if moved {
+            if let Some(r) = mine.first() {
+                return Ok(r.run.clone());
+            }
         }
         let recorded: Vec<String> = mine.iter().map(|r| describe(&r.run.params)).collect();
         anyhow::bail!(
@@ -120,6 +133,7 @@ mod tests {
         assert_eq!(app.run_params(), s.users[0].run.params);
         let run = eng.decode(1, &app.run_params()).unwrap();
         assert_eq!(run, s.users[1].run);
+        eng.decode(0, &app.run_params()).unwrap();
         let mut other = app.run_params();
         other.n = 40;
         let e = eng.decode(0, &other).unwrap_err().to_string();
