@@ -87,6 +87,11 @@ pub struct BenchReport {
     pub device: String,
     pub config: BenchConfig,
     pub per_k: Vec<KReport>,
+    /// Single-pass costs of each model in fixed shapes, measured before the run.
+    #[serde(default)]
+    pub target_passes: PassCosts,
+    #[serde(default)]
+    pub draft_passes: PassCosts,
 }
 
 /// Accumulates per-user measurements for one K.
@@ -277,7 +282,11 @@ pub fn run_bench(
         }
         per_k.push(acc.finish());
     }
+    let target_passes = pass_costs(target, data, 15)?;
+    let draft_passes = pass_costs(draft, data, 15)?;
     Ok(BenchReport {
+        target_passes,
+        draft_passes,
         dataset: data.name.clone(),
         target: format!("{} ({})", target.name, target.describe()),
         draft: format!("{} ({})", draft.name, draft.describe()),
@@ -357,6 +366,15 @@ impl BenchReport {
             avg(|r| r.target_pass_ms),
             avg(|r| r.draft_pass_ms),
         ));
+        for (name, p) in [
+            ("target", &self.target_passes),
+            ("draft", &self.draft_passes),
+        ] {
+            s.push_str(&format!(
+                "{name} single passes: prefill {} tokens {:.2} ms, 20-beam step {:.2} ms, prompt + 120-token tree {:.2} ms\n",
+                p.prompt_tokens, p.prefill_ms, p.step20_ms, p.fused_ms
+            ));
+        }
         if let Some(r) = self.per_k.last() {
             s.push_str(&format!(
                 "target-only list at K={}: {}\n",
@@ -375,4 +393,89 @@ impl BenchReport {
         }
         s
     }
+}
+
+/// Wall time of single passes of one model, in the shapes decoding uses (SPEC section 7):
+/// a prompt prefill, a 20-beam step over a cached prompt, and the first speculative round's
+/// fused pass (prompt plus a 120-token tree: N = 40 over three depths). Median of `reps`,
+/// log-probs copied to the host as decoding does.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PassCosts {
+    pub prompt_tokens: usize,
+    pub prefill_ms: f64,
+    pub step20_ms: f64,
+    pub fused_ms: f64,
+}
+
+pub fn pass_costs(llm: &Llm, data: &Dataset, reps: usize) -> Result<PassCosts> {
+    use crate::decode::tree::{ModelState, NodeId, Rows, Tree};
+    let sample = data
+        .test_samples(crate::data::DEFAULT_HISTORY)
+        .into_iter()
+        .max_by_key(|s| s.history.len())
+        .ok_or_else(|| crate::Error::data(&data.dir, "no test users to time passes on"))?;
+    let prompt = data.prompt(&sample.history);
+    let level0 = data.vocab.level_tokens(0);
+    // Median time of `op` on a fresh state made by `setup` (untimed), after one warm-up.
+    let time = |setup: &dyn Fn() -> Result<ModelState>,
+                op: &dyn Fn(&mut ModelState) -> Result<()>|
+     -> Result<f64> {
+        op(&mut setup()?)?;
+        let mut v = Vec::with_capacity(reps);
+        for _ in 0..reps {
+            let mut st = setup()?;
+            crate::device::sync(llm.device())?;
+            let t = Instant::now();
+            op(&mut st)?;
+            crate::device::sync(llm.device())?;
+            v.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        v.sort_by(f64::total_cmp);
+        Ok(v[v.len() / 2])
+    };
+    let fresh = || Ok(ModelState::new(llm));
+    let prompt_nodes: Vec<NodeId> = (0..prompt.len() as NodeId).collect();
+    let (mut tree, root) = Tree::with_prompt(&prompt);
+    let prefill_ms = time(&fresh, &|st| {
+        Rows::from_tensor(&st.feed(llm, &tree, &prompt_nodes, &[root])?.0)?;
+        Ok(())
+    })?;
+    // 20 beams' tokens in one pass over a cached prompt.
+    let beams: Vec<NodeId> = level0
+        .iter()
+        .take(20)
+        .map(|&t| tree.push(root, t, 0))
+        .collect();
+    let cached = || {
+        let mut st = ModelState::new(llm);
+        st.feed(llm, &tree, &prompt_nodes, &[root])?;
+        Ok(st)
+    };
+    let step20_ms = time(&cached, &|st| {
+        Rows::from_tensor(&st.feed(llm, &tree, &beams, &beams)?.0)?;
+        Ok(())
+    })?;
+    // The prompt and a 3-depth tree of 40 nodes per depth in one pass.
+    let (mut tree, root) = Tree::with_prompt(&prompt);
+    let mut fed = prompt_nodes.clone();
+    let mut parents = vec![root];
+    for d in 0..3 {
+        let toks = data.vocab.level_tokens(d);
+        let next: Vec<NodeId> = (0..40)
+            .map(|i| tree.push(parents[i % parents.len()], toks[i % toks.len()], 0))
+            .collect();
+        fed.extend(&next);
+        parents = next;
+    }
+    let want: Vec<NodeId> = fed[prompt.len() - 1..].to_vec();
+    let fused_ms = time(&fresh, &|st| {
+        Rows::from_tensor(&st.feed(llm, &tree, &fed, &want)?.0)?;
+        Ok(())
+    })?;
+    Ok(PassCosts {
+        prompt_tokens: prompt.len(),
+        prefill_ms,
+        step20_ms,
+        fused_ms,
+    })
 }
