@@ -255,6 +255,7 @@ fn strict_speculative_equals_target_beam_search() {
         }
         cases += 1;
     }
+    eprintln!("{cases} strict cases, {self_draft_cases} with the target as its draft, {near_ties} near-tie swaps");
     assert!(cases >= 200 && self_draft_cases >= 50);
     assert!(near_ties <= 2, "{near_ties} near-tie swaps");
 }
