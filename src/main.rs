@@ -580,11 +580,17 @@ fn recommend(a: RecommendArgs) -> Result<()> {
     Ok(())
 }
 
+/// The dataset, target and draft a decoding subcommand runs on, placed as the flags say.
+fn load_pair(common: &Common, draft: &Path) -> Result<(Placement, Dataset, Llm, Llm)> {
+    let at = common.placement()?;
+    let data = load_data(&common.data)?;
+    let target = load_model(&common.target, &data, &at)?;
+    let draft = load_model(draft, &data, &at)?;
+    Ok((at, data, target, draft))
+}
+
 fn bench(a: BenchArgs) -> Result<()> {
-    let at = a.common.placement()?;
-    let data = load_data(&a.common.data)?;
-    let target = load_model(&a.common.target, &data, &at)?;
-    let draft = load_model(&a.draft, &data, &at)?;
+    let (at, data, target, draft) = load_pair(&a.common, &a.draft)?;
     let cfg = BenchConfig {
         mode: a.decode.mode,
         ks: a.k.clone(),
@@ -701,10 +707,7 @@ fn new_model(a: NewModelArgs) -> Result<()> {
 }
 
 fn selftest(a: SelftestArgs) -> Result<()> {
-    let at = a.common.placement()?;
-    let data = load_data(&a.common.data)?;
-    let target = load_model(&a.common.target, &data, &at)?;
-    let draft = load_model(&a.draft, &data, &at)?;
+    let (at, data, target, draft) = load_pair(&a.common, &a.draft)?;
     let cpu = Placement {
         device: candle_core::Device::Cpu,
         dtype: candle_core::DType::F32,

@@ -190,6 +190,15 @@ impl Llm {
     }
 }
 
+/// The additive mask of a plain causal sequence of `t` tokens, row-major [t, t].
+pub fn causal_mask(t: usize) -> Vec<f32> {
+    let mut mask = vec![f32::NEG_INFINITY; t * t];
+    for i in 0..t {
+        mask[i * t..=i * t + i].fill(0.0);
+    }
+    mask
+}
+
 pub fn human_count(n: usize) -> String {
     match n {
         n if n >= 1_000_000 => format!("{:.1}M", n as f64 / 1e6),

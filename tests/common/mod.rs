@@ -19,12 +19,7 @@ pub fn model(cat: &Catalogue, layers: usize, hidden: usize, seed: u64) -> Llm {
 /// Log-probs after running `tokens` as one plain causal sequence (no tree, no cache reuse).
 pub fn plain_last_logp(llm: &Llm, tokens: &[u32]) -> Vec<f32> {
     let t = tokens.len();
-    let mut mask = vec![f32::NEG_INFINITY; t * t];
-    for i in 0..t {
-        for j in 0..=i {
-            mask[i * t + j] = 0.0;
-        }
-    }
+    let mask = atspeed::model::causal_mask(t);
     let pos: Vec<u32> = (0..t as u32).collect();
     let mut cache = KvCache::new(llm.config().num_hidden_layers);
     let lp = llm
