@@ -99,12 +99,9 @@ struct OptimArgs {
     device: String,
 }
 
+/// Model shape flags shared by `train target` and `align`; each overrides the trainer's default.
 #[derive(Args)]
-struct TrainTargetArgs {
-    #[arg(long, default_value_os_t = default_asset("beauty"))]
-    data: PathBuf,
-    #[arg(long)]
-    out: PathBuf,
+struct ShapeArgs {
     #[arg(long)]
     layers: Option<usize>,
     #[arg(long)]
@@ -113,6 +110,31 @@ struct TrainTargetArgs {
     heads: Option<usize>,
     #[arg(long)]
     kv_heads: Option<usize>,
+}
+
+impl ShapeArgs {
+    fn apply(
+        &self,
+        layers: &mut usize,
+        hidden: &mut usize,
+        heads: &mut usize,
+        kv_heads: &mut usize,
+    ) {
+        set(layers, self.layers);
+        set(hidden, self.hidden);
+        set(heads, self.heads);
+        set(kv_heads, self.kv_heads);
+    }
+}
+
+#[derive(Args)]
+struct TrainTargetArgs {
+    #[arg(long, default_value_os_t = default_asset("beauty"))]
+    data: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    shape: ShapeArgs,
     #[command(flatten)]
     optim: OptimArgs,
 }
@@ -164,14 +186,8 @@ struct AlignArgs {
     /// AtSpeed-S: share of samples trained on the draft's own beams.
     #[arg(long)]
     lambda: Option<f64>,
-    #[arg(long)]
-    layers: Option<usize>,
-    #[arg(long)]
-    hidden: Option<usize>,
-    #[arg(long)]
-    heads: Option<usize>,
-    #[arg(long)]
-    kv_heads: Option<usize>,
+    #[command(flatten)]
+    shape: ShapeArgs,
     /// Start from this draft checkpoint instead of random weights.
     #[arg(long)]
     init: Option<PathBuf>,
@@ -818,10 +834,12 @@ fn train_target(a: TrainTargetArgs) -> Result<()> {
     let device = parse_device(&a.optim.device)?;
     let data = load_data(&a.data)?;
     let mut cfg = atspeed::train::TargetTrainConfig::default();
-    set(&mut cfg.layers, a.layers);
-    set(&mut cfg.hidden, a.hidden);
-    set(&mut cfg.heads, a.heads);
-    set(&mut cfg.kv_heads, a.kv_heads);
+    a.shape.apply(
+        &mut cfg.layers,
+        &mut cfg.hidden,
+        &mut cfg.heads,
+        &mut cfg.kv_heads,
+    );
     a.optim.apply(&mut cfg.optim);
     a.optim.apply_samples(
         &mut cfg.max_samples,
@@ -873,10 +891,12 @@ fn align(a: AlignArgs) -> Result<()> {
     set(&mut cfg.temperature, a.temperature);
     set(&mut cfg.k, a.k);
     set(&mut cfg.lambda, a.lambda);
-    set(&mut cfg.layers, a.layers);
-    set(&mut cfg.hidden, a.hidden);
-    set(&mut cfg.heads, a.heads);
-    set(&mut cfg.kv_heads, a.kv_heads);
+    a.shape.apply(
+        &mut cfg.layers,
+        &mut cfg.hidden,
+        &mut cfg.heads,
+        &mut cfg.kv_heads,
+    );
     cfg.init = a.init.or(cfg.init);
     a.optim.apply(&mut cfg.optim);
     a.optim.apply_samples(

@@ -644,40 +644,23 @@ fn replay_of_missing_or_malformed_session() {
     let err = fails(atspeed().arg("replay").arg(&missing), &[&s(&missing)]);
     assert_eq!(err.matches("(os error 2)").count(), 1, "{err}");
 
-    let bad = dir.path().join("bad.json");
-    std::fs::write(&bad, "{ not json").unwrap();
-    fails(
-        atspeed().arg("replay").arg(&bad),
-        &[&s(&bad), "not a session file"],
-    );
-
-    let empty = dir.path().join("empty.json");
-    std::fs::write(&empty, "").unwrap();
-    fails(
-        atspeed().arg("replay").arg(&empty),
-        &[&s(&empty), "not a session file"],
-    );
-
-    let no_version = dir.path().join("no_version.json");
-    std::fs::write(&no_version, "{\"users\": []}").unwrap();
-    fails(
-        atspeed().arg("replay").arg(&no_version),
-        &[&s(&no_version), "version"],
-    );
-
-    let future = dir.path().join("future.json");
-    std::fs::write(&future, "{\"version\": 99}").unwrap();
-    fails(
-        atspeed().arg("replay").arg(&future),
-        &[&s(&future), "version 99"],
-    );
-
-    let fields = dir.path().join("fields.json");
-    std::fs::write(&fields, "{\"version\": 1, \"header\": {}}").unwrap();
-    fails(
-        atspeed().arg("replay").arg(&fields),
-        &[&s(&fields), "malformed session"],
-    );
+    // Each malformed file must be named, with what is wrong with it.
+    let cases: [(&str, &str, &str); 5] = [
+        ("bad.json", "{ not json", "not a session file"),
+        ("empty.json", "", "not a session file"),
+        ("no_version.json", "{\"users\": []}", "version"),
+        ("future.json", "{\"version\": 99}", "version 99"),
+        (
+            "fields.json",
+            "{\"version\": 1, \"header\": {}}",
+            "malformed session",
+        ),
+    ];
+    for (name, text, problem) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        fails(atspeed().arg("replay").arg(&path), &[&s(&path), problem]);
+    }
 
     // A folder is not a session file.
     fails(atspeed().arg("replay").arg(dir.path()), &[&s(dir.path())]);
