@@ -303,6 +303,13 @@ struct BenchArgs {
     /// Users decoded untimed before measuring.
     #[arg(long, default_value_t = 5)]
     warmup: usize,
+    /// Choose N per K instead of --n: time widths K..8K (at most --max-n) on this many
+    /// validation users and keep the fastest for this device.
+    #[arg(long, value_name = "USERS", default_value_t = 0)]
+    tune_n: usize,
+    /// Widest N the tuner tries.
+    #[arg(long, default_value_t = 160)]
+    max_n: usize,
     /// Write the full report as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -613,6 +620,8 @@ fn bench(a: BenchArgs) -> Result<()> {
         n: a.decode.n,
         gamma: a.decode.gamma,
         draft_mass: a.decode.draft_mass,
+        tune_users: a.tune_n,
+        max_n: a.max_n,
         users: a.users,
         warmup: a.warmup,
         history: a.common.history,

@@ -800,3 +800,72 @@ fn new_model_inspect_recommend_bench() {
         assert!(r["target_passes"].as_f64().unwrap() >= 1.0, "{r}");
     }
 }
+
+#[test]
+fn bench_tunes_the_drafted_width_per_k_on_validation_users() {
+    let setup = Setup::new();
+    let json = setup.path("tuned.json");
+    let out = bench(
+        &setup.data,
+        &setup.model,
+        &setup.model,
+        &[
+            "--k",
+            "1,2",
+            "--tune-n",
+            "3",
+            "--max-n",
+            "6",
+            "--json",
+            &s(&json),
+        ],
+    )
+    .assert()
+    .success()
+    .get_output()
+    .stdout
+    .clone();
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        out.contains("N=tuned per K (up to 6, on 3 validation users)"),
+        "{out}"
+    );
+    assert!(out.contains("width tuning K=2: N 2 "), "{out}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for r in report["per_k"].as_array().unwrap() {
+        let k = r["k"].as_u64().unwrap() as usize;
+        let w = &r["width"];
+        let tried: Vec<usize> = w["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["n"].as_u64().unwrap() as usize)
+            .collect();
+        assert_eq!(tried, atspeed::eval::tune::width_candidates(k, 6), "{r}");
+        // The chosen width is the fastest trial, and the one the measured run used.
+        let fastest = w["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .min_by(|a, b| {
+                a["speculative_ms"]
+                    .as_f64()
+                    .unwrap()
+                    .total_cmp(&b["speculative_ms"].as_f64().unwrap())
+            })
+            .unwrap();
+        assert_eq!(w["n"], fastest["n"], "{r}");
+        assert_eq!(r["n"], w["n"], "{r}");
+        assert_eq!(r["identical_fraction"].as_f64(), Some(1.0), "{r}");
+    }
+
+    // Nothing to tune on: the error names the validation file.
+    let data = setup.data_copy("no-valid");
+    let users: String = (1..=USERS).map(|u| format!("{u}\n")).collect();
+    std::fs::write(data.join(VALID), users).unwrap();
+    fails(
+        &mut bench(&data, &setup.model, &setup.model, &["--tune-n", "2"]),
+        &[&s(&data.join(VALID)), "nothing to tune"],
+    );
+}

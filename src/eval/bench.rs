@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::metrics::{RankingMetrics, CUTOFFS};
 use super::selftest::{compare_lists, ListMatch};
+use super::tune::{tune_width, tuning_samples, width_candidates, WidthChoice};
 use crate::data::{Dataset, Sample};
 use crate::decode::{beam_search, speculative, BeamOutcome, DecodeTrace, Mode, SpecParams};
 use crate::ids::{Identifier, ID_LEN};
@@ -19,8 +20,16 @@ use crate::Result;
 pub struct BenchConfig {
     pub mode: Mode,
     pub ks: Vec<usize>,
+    /// Drafted width for every K, unless `tune_users` > 0.
     pub n: usize,
     pub gamma: usize,
+    /// When > 0, choose N per K by timing candidate widths on this many validation users
+    /// before measuring (see [`super::tune`]).
+    #[serde(default)]
+    pub tune_users: usize,
+    /// Widest N the tuner tries.
+    #[serde(default)]
+    pub max_n: usize,
     /// Adaptive draft width (see [`SpecParams::draft_mass`]).
     #[serde(default)]
     pub draft_mass: Option<f32>,
@@ -36,6 +45,12 @@ pub struct BenchConfig {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct KReport {
     pub k: usize,
+    /// Drafted width used for this K.
+    #[serde(default)]
+    pub n: usize,
+    /// The tuner's trials when N was chosen by measurement.
+    #[serde(default)]
+    pub width: Option<WidthChoice>,
     pub users: usize,
     /// Walltime speedup as the ratio of total times.
     pub ws_total: f64,
@@ -220,42 +235,71 @@ pub fn run_bench(
         ));
     }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
-    for &k in &cfg.ks {
-        SpecParams {
-            mode: cfg.mode,
-            n: cfg.n,
-            k,
-            gamma: cfg.gamma,
-            draft_mass: cfg.draft_mass,
+    let params_for = |k: usize, n: usize| SpecParams {
+        mode: cfg.mode,
+        n,
+        k,
+        gamma: cfg.gamma,
+        draft_mass: cfg.draft_mass,
+    };
+    if cfg.tune_users == 0 {
+        for &k in &cfg.ks {
+            params_for(k, cfg.n).validate()?;
         }
-        .validate()?;
     }
     // Warm-up: first-use costs (allocations, kernel compilation on GPU) out of the timings.
     for s in samples.iter().take(cfg.warmup) {
         let prompt = data.prompt(&s.history);
-        let p = SpecParams {
-            mode: cfg.mode,
-            n: cfg.n,
-            k: cfg.ks[0],
-            gamma: cfg.gamma,
-            draft_mass: cfg.draft_mass,
-        };
+        let p = params_for(cfg.ks[0], cfg.n.max(cfg.ks[0]));
         beam_search(target, &data.trie, &prompt, p.k)?;
         speculative(target, draft, &data.trie, &prompt, &p, &mut rng)?;
+    }
+    let tuning: Vec<Vec<u32>> = if cfg.tune_users > 0 {
+        tuning_samples(data.valid_samples(cfg.history), cfg.tune_users)
+            .iter()
+            .map(|s| data.prompt(&s.history))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if cfg.tune_users > 0 && tuning.is_empty() {
+        return Err(crate::Error::data(
+            data.dir.join(crate::data::SPLIT_FILES[1]),
+            "no user has a validation item: nothing to tune the drafted width on",
+        ));
     }
     let total = samples.len() * cfg.ks.len();
     let mut done = 0;
     let mut per_k = Vec::new();
     for &k in &cfg.ks {
-        let params = SpecParams {
-            mode: cfg.mode,
-            n: cfg.n,
-            k,
-            gamma: cfg.gamma,
-            draft_mass: cfg.draft_mass,
+        let width = if tuning.is_empty() {
+            None
+        } else {
+            let cands = width_candidates(k, cfg.max_n);
+            let base = params_for(k, k);
+            Some(tune_width(
+                target,
+                draft,
+                &data.trie,
+                &tuning,
+                &base,
+                &cands,
+                cfg.seed ^ k as u64,
+            )?)
         };
+        if let Some(w) = &width {
+            log::info!(
+                "K={k}: N={} is the fastest of {:?} on {} validation users",
+                w.n,
+                w.trials.iter().map(|t| t.n).collect::<Vec<_>>(),
+                w.users
+            );
+        }
+        let params = params_for(k, width.as_ref().map_or(cfg.n, |w| w.n));
         let mut acc = Acc::default();
         acc.r.k = k;
+        acc.r.n = params.n;
+        acc.r.width = width;
         for (i, s) in samples.iter().enumerate() {
             let prompt = data.prompt(&s.history);
             let run_base = || -> Result<(BeamOutcome, f64)> {
@@ -306,7 +350,14 @@ impl BenchReport {
             self.draft,
             self.device,
             self.config.mode.name(),
-            self.config.n,
+            if self.config.tune_users > 0 {
+                format!(
+                    "tuned per K (up to {}, on {} validation users)",
+                    self.config.max_n, self.config.tune_users
+                )
+            } else {
+                self.config.n.to_string()
+            },
             self.config
                 .draft_mass
                 .map(|m| format!(" (adaptive, mass {m})"))
@@ -314,8 +365,8 @@ impl BenchReport {
             self.config.gamma,
             self.per_k.first().map(|k| k.users).unwrap_or(0)
         );
-        s.push_str("| K | WS (totals) | WS (mean) | bound | ceiling | AS | acc d1/d2/d3 | target passes base->spec | draft passes | base ms | spec ms | draft / verify / other ms | identical (+ near-ties) | Recall@5 | NDCG@5 |\n");
-        s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        s.push_str("| K | N | WS (totals) | WS (mean) | bound | ceiling | AS | acc d1/d2/d3 | target passes base->spec | draft passes | base ms | spec ms | draft / verify / other ms | identical (+ near-ties) | Recall@5 | NDCG@5 |\n");
+        s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         for r in &self.per_k {
             let acc: Vec<String> = r
                 .depth_acceptance
@@ -323,8 +374,9 @@ impl BenchReport {
                 .map(|a| format!("{a:.2}"))
                 .collect();
             s.push_str(&format!(
-                "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.2} -> {:.2} ({:.2}x) | {:.2} | {:.2} | {:.2} | {:.2} / {:.2} / {:.2} | {:.3}{} | {:.4} | {:.4} |\n",
+                "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.2} -> {:.2} ({:.2}x) | {:.2} | {:.2} | {:.2} | {:.2} / {:.2} / {:.2} | {:.3}{} | {:.4} | {:.4} |\n",
                 r.k,
+                r.n,
                 r.ws_total,
                 r.ws_mean,
                 r.bound,
@@ -366,6 +418,24 @@ impl BenchReport {
             avg(|r| r.target_pass_ms),
             avg(|r| r.draft_pass_ms),
         ));
+        for w in self.per_k.iter().filter_map(|r| r.width.as_ref()) {
+            let trials: Vec<String> = w
+                .trials
+                .iter()
+                .map(|t| {
+                    format!(
+                        "N {} {:.2} ms (AS {:.2})",
+                        t.n, t.speculative_ms, t.accepted_steps
+                    )
+                })
+                .collect();
+            s.push_str(&format!(
+                "width tuning K={}: {} -> N {}\n",
+                w.k,
+                trials.join(", "),
+                w.n
+            ));
+        }
         for (name, p) in [
             ("target", &self.target_passes),
             ("draft", &self.draft_passes),

@@ -4,3 +4,4 @@ pub mod bench;
 pub mod metrics;
 pub mod report;
 pub mod selftest;
+pub mod tune;

@@ -173,6 +173,8 @@ pub fn run_selftest(
         n: 40,
         gamma: 3,
         draft_mass: None,
+        tune_users: 0,
+        max_n: 0,
         users: bench_users,
         warmup: 5,
         history: crate::data::DEFAULT_HISTORY,

@@ -1,0 +1,134 @@
+//! Chooses the drafted width N for each beam size K by timing a few candidate widths.
+//!
+//! The best N depends on the device as much as on the draft. Where a pass costs in proportion to
+//! its tokens (a CPU), every drafted beam makes the target's tree pass dearer, so a small N that
+//! still covers the target's top-K most of the time wins: on the 2-core CPU, K = 1 runs fastest
+//! with N = 4, not the paper's 40. Where a pass costs about the same for 20 or 400 tokens (a GPU
+//! with small batches), a wide N buys acceptance for free. Rather than guess, `bench --tune-n`
+//! times the candidates on validation users (not the measured test users, so the choice is not
+//! fitted to the users it is scored on) and keeps the fastest.
+
+use std::time::Instant;
+
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use crate::data::Sample;
+use crate::decode::{speculative, SpecParams};
+use crate::ids::PrefixAutomaton;
+use crate::model::Llm;
+use crate::Result;
+
+/// Candidate widths for beam size `k`: multiples of K from 1x to 8x, capped at `max_n` (but
+/// never below K, which strict verification needs).
+pub fn width_candidates(k: usize, max_n: usize) -> Vec<usize> {
+    let cap = max_n.max(k);
+    let mut v: Vec<usize> = [2, 3, 4, 6, 8, 12, 16]
+        .iter()
+        .map(|&half| (k * half).div_ceil(2).min(cap))
+        .collect();
+    v.dedup();
+    v
+}
+
+/// One candidate width and what it cost on the tuning users.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WidthTrial {
+    pub n: usize,
+    /// Mean speculative milliseconds per tuning user.
+    pub speculative_ms: f64,
+    /// Mean accepted drafted steps per tuning user.
+    pub accepted_steps: f64,
+}
+
+/// The width chosen for one K, with every trial behind the choice.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WidthChoice {
+    pub k: usize,
+    pub n: usize,
+    pub users: usize,
+    pub trials: Vec<WidthTrial>,
+}
+
+/// Times speculative decoding at each candidate width on `prompts` and returns the fastest
+/// (the smaller N on an exact tie). Candidates take turns per user, starting at a different one
+/// each time, so drift in machine speed spreads over all of them alike.
+pub fn tune_width(
+    target: &Llm,
+    draft: &Llm,
+    auto: &PrefixAutomaton,
+    prompts: &[Vec<u32>],
+    base: &SpecParams,
+    candidates: &[usize],
+    seed: u64,
+) -> Result<WidthChoice> {
+    let params: Vec<SpecParams> = candidates
+        .iter()
+        .map(|&n| SpecParams { n, ..*base })
+        .collect();
+    for p in &params {
+        p.validate()?;
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut ms = vec![0.0; params.len()];
+    let mut steps = vec![0usize; params.len()];
+    for (u, prompt) in prompts.iter().enumerate() {
+        for j in 0..params.len() {
+            let c = (u + j) % params.len();
+            let t = Instant::now();
+            let trace = speculative(target, draft, auto, prompt, &params[c], &mut rng)?;
+            ms[c] += t.elapsed().as_secs_f64() * 1e3;
+            steps[c] += trace.accepted_steps();
+        }
+    }
+    let users = prompts.len().max(1) as f64;
+    let trials: Vec<WidthTrial> = candidates
+        .iter()
+        .zip(ms.iter().zip(&steps))
+        .map(|(&n, (&t, &s))| WidthTrial {
+            n,
+            speculative_ms: t / users,
+            accepted_steps: s as f64 / users,
+        })
+        .collect();
+    let best = trials
+        .iter()
+        .min_by(|a, b| {
+            a.speculative_ms
+                .total_cmp(&b.speculative_ms)
+                .then(a.n.cmp(&b.n))
+        })
+        .map(|t| t.n)
+        .unwrap_or(base.n);
+    Ok(WidthChoice {
+        k: base.k,
+        n: best,
+        users: prompts.len(),
+        trials,
+    })
+}
+
+/// Tuning users: the last `count` validation samples, far from the first test users that the
+/// benchmark measures, so the two sets share no prompt.
+pub fn tuning_samples(mut valid: Vec<Sample>, count: usize) -> Vec<Sample> {
+    let keep = count.min(valid.len());
+    valid.split_off(valid.len() - keep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_are_multiples_of_k_within_the_cap() {
+        assert_eq!(width_candidates(1, 160), vec![1, 2, 3, 4, 6, 8]);
+        assert_eq!(width_candidates(3, 160), vec![3, 5, 6, 9, 12, 18, 24]);
+        assert_eq!(
+            width_candidates(20, 160),
+            vec![20, 30, 40, 60, 80, 120, 160]
+        );
+        assert_eq!(width_candidates(20, 50), vec![20, 30, 40, 50]);
+        // The cap never drops a width below K.
+        assert_eq!(width_candidates(20, 10), vec![20]);
+    }
+}
