@@ -92,6 +92,10 @@ fn check_trace(t: &atspeed::decode::DecodeTrace, prompt_len: usize) {
             r.round
         );
         assert!(r.accepted <= r.drafted);
+        // Search and cache upkeep are disjoint parts of the non-model time.
+        let tm = &r.times;
+        assert!(tm.select_ms >= 0.0 && tm.cache_ms >= 0.0, "{tm:?}");
+        assert!(tm.select_ms + tm.cache_ms <= tm.other_ms + 1e-6, "{tm:?}");
         for (i, n) in r.nodes.iter().enumerate() {
             // Position ids follow depth; the mask shows exactly the node's drafted ancestry.
             assert_eq!(

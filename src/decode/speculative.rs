@@ -218,7 +218,7 @@ impl<R: Rng> Run<'_, R> {
     ) -> Result<(RoundTrace, Vec<Beam>)> {
         let start = Instant::now();
         let g = self.params.gamma.min(ID_LEN - depth - 1);
-        let (draft, draft_ms) = self.draft(beams, g)?;
+        let (draft, draft_ms, draft_select_ms) = self.draft(beams, g)?;
         let flat: Vec<&Drafted> = draft.levels.iter().flatten().collect();
         let flat_nodes: Vec<NodeId> = flat.iter().map(|d| d.node).collect();
 
@@ -235,16 +235,20 @@ impl<R: Rng> Run<'_, R> {
 
         let target_row: HashMap<NodeId, usize> =
             want.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+        let t_select = Instant::now();
         let verified = match self.params.mode {
             Mode::Strict => self.verify_strict(beams, &draft, &prows, &target_row),
             Mode::Relaxed => self.verify_relaxed(beams, &draft, &prows, &target_row),
         };
+        let select_ms = draft_select_ms + ms(t_select);
         // Compact both caches to the surviving beams, unless these beams are final.
+        let t_cache = Instant::now();
         if depth + verified.accepted + 1 < ID_LEN {
             let new_nodes: Vec<NodeId> = verified.beams.iter().map(|b| b.node).collect();
             self.ts.retain_ancestors_of(&self.tree, &new_nodes)?;
             self.ds.retain_ancestors_of(&self.tree, &new_nodes)?;
         }
+        let cache_ms = ms(t_cache);
 
         let trace = self.trace(
             index,
@@ -262,6 +266,8 @@ impl<R: Rng> Run<'_, R> {
             draft_ms,
             verify_ms,
             other_ms: (total - draft_ms - verify_ms).max(0.0),
+            select_ms,
+            cache_ms,
         };
         let trace = RoundTrace {
             times,
@@ -275,12 +281,13 @@ impl<R: Rng> Run<'_, R> {
     /// Draft beam search of width N for g steps. Scores start from the verified beams' target
     /// scores, so at depth 1 the draft ranks exactly what the target ranks, up to the
     /// difference between the two models' next-token distributions.
-    fn draft(&mut self, beams: &[Beam], g: usize) -> Result<(DraftOut, f64)> {
+    fn draft(&mut self, beams: &[Beam], g: usize) -> Result<(DraftOut, f64, f64)> {
         let mut out = DraftOut {
             levels: Vec::new(),
             rows: Vec::new(),
         };
         let mut pass_ms = 0.0;
+        let mut select_ms = 0.0;
         let mut parents: Vec<Beam> = beams.to_vec();
         let mut parent_root: Vec<usize> = (0..beams.len()).collect();
         for d in 0..g {
@@ -290,6 +297,7 @@ impl<R: Rng> Run<'_, R> {
             let (lq, _) = self.ds.feed(self.draft, &self.tree, &fed, &nodes)?;
             let rows = Rows::from_tensor(&lq)?;
             pass_ms += ms(t);
+            let t_select = Instant::now();
             let paths: Vec<Vec<u32>> = nodes.iter().map(|&n| self.tree.path(n)).collect();
             let cands = extensions(&self.tree, self.auto, &parents, |i| rows.row(i));
             let chosen = match self.params.mode {
@@ -322,10 +330,11 @@ impl<R: Rng> Run<'_, R> {
                 })
                 .collect();
             parent_root = level.iter().map(|l| l.root).collect();
+            select_ms += ms(t_select);
             out.levels.push(level);
             out.rows.push(rows);
         }
-        Ok((out, pass_ms))
+        Ok((out, pass_ms, select_ms))
     }
 
     /// Target extensions of `cur` scored with the tree pass's rows.

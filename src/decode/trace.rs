@@ -112,12 +112,21 @@ pub struct TargetStep {
     pub resampled: Vec<bool>,
 }
 
-/// Wall time of one round's phases, in milliseconds.
+/// Wall time of one round's phases, in milliseconds. `draft_ms` and `verify_ms` are the two
+/// models' passes (up to the host copy of their log-probs); `other_ms` is everything else, of
+/// which `select_ms` is the host-side search (trie expansion, top-k or sampling, for both the
+/// draft's beams and the verification) and `cache_ms` the compaction of both KV caches. The
+/// rest of `other_ms` is bookkeeping and the trace itself. On a GPU the compaction's kernels run
+/// asynchronously, so `cache_ms` is their launch cost; their device time lands in the next pass.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PhaseTimes {
     pub draft_ms: f64,
     pub verify_ms: f64,
     pub other_ms: f64,
+    #[serde(default)]
+    pub select_ms: f64,
+    #[serde(default)]
+    pub cache_ms: f64,
 }
 
 impl PhaseTimes {
@@ -128,6 +137,18 @@ impl PhaseTimes {
         self.draft_ms += o.draft_ms;
         self.verify_ms += o.verify_ms;
         self.other_ms += o.other_ms;
+        self.select_ms += o.select_ms;
+        self.cache_ms += o.cache_ms;
+    }
+
+    pub fn scaled(&self, f: f64) -> PhaseTimes {
+        PhaseTimes {
+            draft_ms: self.draft_ms * f,
+            verify_ms: self.verify_ms * f,
+            other_ms: self.other_ms * f,
+            select_ms: self.select_ms * f,
+            cache_ms: self.cache_ms * f,
+        }
     }
 }
 

@@ -69,6 +69,12 @@ pub struct KReport {
     pub draft_ms: f64,
     pub verify_ms: f64,
     pub other_ms: f64,
+    /// The parts of `other_ms` spent in host-side search and in cache compaction (see
+    /// [`crate::decode::PhaseTimes`]).
+    #[serde(default)]
+    pub select_ms: f64,
+    #[serde(default)]
+    pub cache_ms: f64,
     /// Mean cost of one speculative target pass and one draft pass (ms).
     pub target_pass_ms: f64,
     pub draft_pass_ms: f64,
@@ -142,6 +148,8 @@ impl Acc {
         r.draft_ms += t.draft_ms;
         r.verify_ms += t.verify_ms;
         r.other_ms += t.other_ms;
+        r.select_ms += t.select_ms;
+        r.cache_ms += t.cache_ms;
         for round in &trace.rounds {
             let examined = if round.accepted < round.drafted {
                 round.accepted + 1
@@ -195,6 +203,8 @@ impl Acc {
             &mut r.draft_ms,
             &mut r.verify_ms,
             &mut r.other_ms,
+            &mut r.select_ms,
+            &mut r.cache_ms,
         ] {
             *v /= n;
         }
@@ -418,6 +428,21 @@ impl BenchReport {
             avg(|r| r.target_pass_ms),
             avg(|r| r.draft_pass_ms),
         ));
+        let host: Vec<String> = self
+            .per_k
+            .iter()
+            .map(|r| {
+                format!(
+                    "K={} {:.2} = {:.2} search + {:.2} cache + {:.2} rest",
+                    r.k,
+                    r.other_ms,
+                    r.select_ms,
+                    r.cache_ms,
+                    (r.other_ms - r.select_ms - r.cache_ms).max(0.0)
+                )
+            })
+            .collect();
+        s.push_str(&format!("non-model ms per user: {}\n", host.join("; ")));
         for w in self.per_k.iter().filter_map(|r| r.width.as_ref()) {
             let trials: Vec<String> = w
                 .trials

@@ -419,6 +419,7 @@ fn build_round(
             draft_ms: 0.5 * drafted as f64,
             verify_ms: 3.25,
             other_ms: 0.25,
+            ..Default::default()
         },
         target_passes: 1,
         draft_passes: drafted,

@@ -160,12 +160,7 @@ impl Stats {
         for u in &self.users {
             t.add(&u.times);
         }
-        let n = self.users.len().max(1) as f64;
-        PhaseTimes {
-            draft_ms: t.draft_ms / n,
-            verify_ms: t.verify_ms / n,
-            other_ms: t.other_ms / n,
-        }
+        t.scaled(1.0 / self.users.len().max(1) as f64)
     }
 }
 
