@@ -310,6 +310,9 @@ struct BenchArgs {
     /// Widest N the tuner tries.
     #[arg(long, default_value_t = 160)]
     max_n: usize,
+    /// With --tune-n, also try every drafted depth from 1 to --gamma.
+    #[arg(long, requires = "tune_n")]
+    tune_gamma: bool,
     /// Write the full report as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -622,6 +625,7 @@ fn bench(a: BenchArgs) -> Result<()> {
         draft_mass: a.decode.draft_mass,
         tune_users: a.tune_n,
         max_n: a.max_n,
+        tune_gamma: a.tune_gamma,
         users: a.users,
         warmup: a.warmup,
         history: a.common.history,

@@ -816,6 +816,9 @@ fn bench_tunes_the_drafted_width_per_k_on_validation_users() {
             "3",
             "--max-n",
             "6",
+            "--gamma",
+            "2",
+            "--tune-gamma",
             "--json",
             &s(&json),
         ],
@@ -830,19 +833,28 @@ fn bench_tunes_the_drafted_width_per_k_on_validation_users() {
         out.contains("N=tuned per K (up to 6, on 3 validation users)"),
         "{out}"
     );
-    assert!(out.contains("width tuning K=2: N 2 "), "{out}");
+    assert!(out.contains("width tuning K=2: N 2 gamma 1 "), "{out}");
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     for r in report["per_k"].as_array().unwrap() {
         let k = r["k"].as_u64().unwrap() as usize;
         let w = &r["width"];
-        let tried: Vec<usize> = w["trials"]
+        let tried: Vec<(usize, usize)> = w["trials"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|t| t["n"].as_u64().unwrap() as usize)
+            .map(|t| {
+                (
+                    t["n"].as_u64().unwrap() as usize,
+                    t["gamma"].as_u64().unwrap() as usize,
+                )
+            })
             .collect();
-        assert_eq!(tried, atspeed::eval::tune::width_candidates(k, 6), "{r}");
+        assert_eq!(
+            tried,
+            atspeed::eval::tune::shape_candidates(k, 6, &[1, 2]),
+            "{r}"
+        );
         // The chosen width is the fastest trial, and the one the measured run used.
         let fastest = w["trials"]
             .as_array()
@@ -856,7 +868,9 @@ fn bench_tunes_the_drafted_width_per_k_on_validation_users() {
             })
             .unwrap();
         assert_eq!(w["n"], fastest["n"], "{r}");
+        assert_eq!(w["gamma"], fastest["gamma"], "{r}");
         assert_eq!(r["n"], w["n"], "{r}");
+        assert_eq!(r["gamma"], w["gamma"], "{r}");
         assert_eq!(r["identical_fraction"].as_f64(), Some(1.0), "{r}");
     }
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::metrics::{RankingMetrics, CUTOFFS};
 use super::selftest::{compare_lists, ListMatch};
-use super::tune::{tune_width, tuning_samples, width_candidates, WidthChoice};
+use super::tune::{shape_candidates, tune_width, tuning_samples, WidthChoice};
 use crate::data::{Dataset, Sample};
 use crate::decode::{beam_search, speculative, BeamOutcome, DecodeTrace, Mode, SpecParams};
 use crate::ids::{Identifier, ID_LEN};
@@ -30,6 +30,9 @@ pub struct BenchConfig {
     /// Widest N the tuner tries.
     #[serde(default)]
     pub max_n: usize,
+    /// Whether the tuner also tries every drafted depth 1..=gamma.
+    #[serde(default)]
+    pub tune_gamma: bool,
     /// Adaptive draft width (see [`SpecParams::draft_mass`]).
     #[serde(default)]
     pub draft_mass: Option<f32>,
@@ -45,9 +48,11 @@ pub struct BenchConfig {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct KReport {
     pub k: usize,
-    /// Drafted width used for this K.
+    /// Drafted width and depth used for this K.
     #[serde(default)]
     pub n: usize,
+    #[serde(default)]
+    pub gamma: usize,
     /// The tuner's trials when N was chosen by measurement.
     #[serde(default)]
     pub width: Option<WidthChoice>,
@@ -78,8 +83,9 @@ pub struct KReport {
     /// Mean cost of one speculative target pass and one draft pass (ms).
     pub target_pass_ms: f64,
     pub draft_pass_ms: f64,
-    /// Baseline time over the time of one target pass plus L - 1 draft passes: the speedup if
-    /// every drafted step were accepted, at the measured pass costs.
+    /// Baseline time over the time of the passes full acceptance needs (gamma 3: one target pass
+    /// plus 3 draft passes; see [`full_acceptance_passes`]): the speedup if every drafted step
+    /// were accepted, at the measured pass costs.
     pub ceiling: f64,
     /// Baseline time over the speculative time spent in model passes alone: the speedup the
     /// measured acceptance allows with zero host overhead. WS / bound is the engine's efficiency.
@@ -212,8 +218,9 @@ impl Acc {
         r.speculative_ms = spec_total / n;
         r.bound = r.baseline_ms / (r.draft_ms + r.verify_ms).max(1e-12);
         r.other_fraction = 1.0 - (r.draft_ms + r.verify_ms) / r.speculative_ms.max(1e-12);
+        let (tp, dp) = full_acceptance_passes(r.gamma);
         r.ceiling =
-            r.baseline_ms / (r.target_pass_ms + (ID_LEN - 1) as f64 * r.draft_pass_ms).max(1e-12);
+            r.baseline_ms / (tp as f64 * r.target_pass_ms + dp as f64 * r.draft_pass_ms).max(1e-12);
         r.depth_acceptance = (0..ID_LEN - 1)
             .map(|d| self.depth_accepted[d] as f64 / self.depth_examined[d].max(1) as f64)
             .collect();
@@ -221,6 +228,20 @@ impl Acc {
         r.near_tie_fraction = self.near_ties as f64 / n;
         self.r
     }
+}
+
+/// Target and draft passes per user if every drafted step were accepted, under SPEC section 4's
+/// round structure: gamma 3 costs 1 target pass and 3 draft passes; gamma 1 and 2 cost 2 of each.
+pub fn full_acceptance_passes(gamma: usize) -> (usize, usize) {
+    let gamma = gamma.max(1);
+    let (mut target, mut draft, mut depth) = (0, 0, 0);
+    while depth < ID_LEN {
+        let g = gamma.min(ID_LEN - depth - 1);
+        target += 1;
+        draft += g;
+        depth += g + 1;
+    }
+    (target, draft)
 }
 
 /// Runs the benchmark. `progress` is called after every user with (done, total).
@@ -245,22 +266,21 @@ pub fn run_bench(
         ));
     }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
-    let params_for = |k: usize, n: usize| SpecParams {
+    let params_for = |k: usize, n: usize, gamma: usize| SpecParams {
         mode: cfg.mode,
         n,
         k,
-        gamma: cfg.gamma,
+        gamma,
         draft_mass: cfg.draft_mass,
     };
-    if cfg.tune_users == 0 {
-        for &k in &cfg.ks {
-            params_for(k, cfg.n).validate()?;
-        }
+    for &k in &cfg.ks {
+        let n = if cfg.tune_users == 0 { cfg.n } else { k };
+        params_for(k, n, cfg.gamma).validate()?;
     }
     // Warm-up: first-use costs (allocations, kernel compilation on GPU) out of the timings.
     for s in samples.iter().take(cfg.warmup) {
         let prompt = data.prompt(&s.history);
-        let p = params_for(cfg.ks[0], cfg.n.max(cfg.ks[0]));
+        let p = params_for(cfg.ks[0], cfg.n.max(cfg.ks[0]), cfg.gamma);
         beam_search(target, &data.trie, &prompt, p.k)?;
         speculative(target, draft, &data.trie, &prompt, &p, &mut rng)?;
     }
@@ -285,8 +305,13 @@ pub fn run_bench(
         let width = if tuning.is_empty() {
             None
         } else {
-            let cands = width_candidates(k, cfg.max_n);
-            let base = params_for(k, k);
+            let gammas: Vec<usize> = if cfg.tune_gamma {
+                (1..=cfg.gamma).collect()
+            } else {
+                vec![cfg.gamma]
+            };
+            let cands = shape_candidates(k, cfg.max_n, &gammas);
+            let base = params_for(k, k, cfg.gamma);
             Some(tune_width(
                 target,
                 draft,
@@ -299,16 +324,21 @@ pub fn run_bench(
         };
         if let Some(w) = &width {
             log::info!(
-                "K={k}: N={} is the fastest of {:?} on {} validation users",
+                "K={k}: N={} gamma={} is the fastest of {:?} on {} validation users",
                 w.n,
-                w.trials.iter().map(|t| t.n).collect::<Vec<_>>(),
+                w.gamma,
+                w.trials.iter().map(|t| (t.n, t.gamma)).collect::<Vec<_>>(),
                 w.users
             );
         }
-        let params = params_for(k, width.as_ref().map_or(cfg.n, |w| w.n));
+        let params = match &width {
+            Some(w) => params_for(k, w.n, w.gamma),
+            None => params_for(k, cfg.n, cfg.gamma),
+        };
         let mut acc = Acc::default();
         acc.r.k = k;
         acc.r.n = params.n;
+        acc.r.gamma = params.gamma;
         acc.r.width = width;
         for (i, s) in samples.iter().enumerate() {
             let prompt = data.prompt(&s.history);
@@ -354,7 +384,7 @@ impl BenchReport {
     /// The table `atspeed bench` prints (markdown, so it pastes into notes as is).
     pub fn table(&self) -> String {
         let mut s = format!(
-            "{} | target {} | draft {} | {} | {} N={}{} gamma={} | {} users\n\n",
+            "{} | target {} | draft {} | {} | {} N={}{} gamma={}{} | {} users\n\n",
             self.dataset,
             self.target,
             self.draft,
@@ -373,10 +403,15 @@ impl BenchReport {
                 .map(|m| format!(" (adaptive, mass {m})"))
                 .unwrap_or_default(),
             self.config.gamma,
+            if self.config.tune_gamma {
+                " at most, tuned per K"
+            } else {
+                ""
+            },
             self.per_k.first().map(|k| k.users).unwrap_or(0)
         );
-        s.push_str("| K | N | WS (totals) | WS (mean) | bound | ceiling | AS | acc d1/d2/d3 | target passes base->spec | draft passes | base ms | spec ms | draft / verify / other ms | identical (+ near-ties) | Recall@5 | NDCG@5 |\n");
-        s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        s.push_str("| K | N | gamma | WS (totals) | WS (mean) | bound | ceiling | AS | acc d1/d2/d3 | target passes base->spec | draft passes | base ms | spec ms | draft / verify / other ms | identical (+ near-ties) | Recall@5 | NDCG@5 |\n");
+        s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         for r in &self.per_k {
             let acc: Vec<String> = r
                 .depth_acceptance
@@ -384,9 +419,10 @@ impl BenchReport {
                 .map(|a| format!("{a:.2}"))
                 .collect();
             s.push_str(&format!(
-                "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.2} -> {:.2} ({:.2}x) | {:.2} | {:.2} | {:.2} | {:.2} / {:.2} / {:.2} | {:.3}{} | {:.4} | {:.4} |\n",
+                "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.2} -> {:.2} ({:.2}x) | {:.2} | {:.2} | {:.2} | {:.2} / {:.2} / {:.2} | {:.3}{} | {:.4} | {:.4} |\n",
                 r.k,
                 r.n,
+                r.gamma,
                 r.ws_total,
                 r.ws_mean,
                 r.bound,
@@ -416,8 +452,8 @@ impl BenchReport {
         let avg = |f: fn(&KReport) -> f64| self.per_k.iter().map(f).sum::<f64>() / n;
         s.push_str(
             "\nbound: baseline over the speculative model-pass time (the measured acceptance, no host \
-             overhead); ceiling: baseline over one target pass + 3 draft passes (every drafted step \
-             accepted) at the measured pass costs.\n",
+             overhead); ceiling: baseline over the passes needed if every drafted step were accepted \
+             (gamma 3: 1 target + 3 draft passes; gamma 1 or 2: 2 + 2) at the measured pass costs.\n",
         );
         s.push_str(&format!(
             "average over K: WS (totals) {:.2}, WS (mean) {:.2}, AS {:.2}, non-model time {:.1}%; pass costs: target {:.2} ms, draft {:.2} ms\n",
@@ -443,22 +479,32 @@ impl BenchReport {
             })
             .collect();
         s.push_str(&format!("non-model ms per user: {}\n", host.join("; ")));
+        let tune_gamma = self.config.tune_gamma;
+        let shape = |n: usize, gamma: usize| {
+            if tune_gamma {
+                format!("N {n} gamma {gamma}")
+            } else {
+                format!("N {n}")
+            }
+        };
         for w in self.per_k.iter().filter_map(|r| r.width.as_ref()) {
             let trials: Vec<String> = w
                 .trials
                 .iter()
                 .map(|t| {
                     format!(
-                        "N {} {:.2} ms (AS {:.2})",
-                        t.n, t.speculative_ms, t.accepted_steps
+                        "{} {:.2} ms (AS {:.2})",
+                        shape(t.n, t.gamma),
+                        t.speculative_ms,
+                        t.accepted_steps
                     )
                 })
                 .collect();
             s.push_str(&format!(
-                "width tuning K={}: {} -> N {}\n",
+                "width tuning K={}: {} -> {}\n",
                 w.k,
                 trials.join(", "),
-                w.n
+                shape(w.n, w.gamma)
             ));
         }
         for (name, p) in [
@@ -573,4 +619,21 @@ pub fn pass_costs(llm: &Llm, data: &Dataset, reps: usize) -> Result<PassCosts> {
         step20_ms,
         fused_ms,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::full_acceptance_passes;
+
+    #[test]
+    fn full_acceptance_follows_the_round_structure() {
+        // gamma 3: draft 3, one pass verifies them and adds the bonus depth 4.
+        assert_eq!(full_acceptance_passes(3), (1, 3));
+        // gamma 2: depths 1-2 plus bonus 3, then a plain target step for depth 4.
+        assert_eq!(full_acceptance_passes(2), (2, 2));
+        // gamma 1: (1 + bonus 2), then (3 + bonus 4).
+        assert_eq!(full_acceptance_passes(1), (2, 2));
+        // Deeper than the identifier is the same as gamma 3.
+        assert_eq!(full_acceptance_passes(7), (1, 3));
+    }
 }

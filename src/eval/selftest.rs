@@ -175,6 +175,7 @@ pub fn run_selftest(
         draft_mass: None,
         tune_users: 0,
         max_n: 0,
+        tune_gamma: false,
         users: bench_users,
         warmup: 5,
         history: crate::data::DEFAULT_HISTORY,

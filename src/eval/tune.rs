@@ -1,4 +1,5 @@
-//! Chooses the drafted width N for each beam size K by timing a few candidate widths.
+//! Chooses the drafted width N (and optionally the drafted depth gamma) for each beam size K by
+//! timing a few candidates.
 //!
 //! The best N depends on the device as much as on the draft. Where a pass costs in proportion to
 //! its tokens (a CPU), every drafted beam makes the target's tree pass dearer, so a small N that
@@ -31,40 +32,46 @@ pub fn width_candidates(k: usize, max_n: usize) -> Vec<usize> {
     v
 }
 
-/// One candidate width and what it cost on the tuning users.
+/// One candidate draft shape and what it cost on the tuning users.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WidthTrial {
     pub n: usize,
+    /// Drafted steps per round (0 in reports written before depth was tuned).
+    #[serde(default)]
+    pub gamma: usize,
     /// Mean speculative milliseconds per tuning user.
     pub speculative_ms: f64,
     /// Mean accepted drafted steps per tuning user.
     pub accepted_steps: f64,
 }
 
-/// The width chosen for one K, with every trial behind the choice.
+/// The draft shape chosen for one K, with every trial behind the choice.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WidthChoice {
     pub k: usize,
     pub n: usize,
+    #[serde(default)]
+    pub gamma: usize,
     pub users: usize,
     pub trials: Vec<WidthTrial>,
 }
 
-/// Times speculative decoding at each candidate width on `prompts` and returns the fastest
-/// (the smaller N on an exact tie). Candidates take turns per user, starting at a different one
-/// each time, so drift in machine speed spreads over all of them alike.
+/// Times speculative decoding for each candidate (N, gamma) on `prompts` and returns the
+/// fastest (the smaller N, then the smaller gamma, on an exact tie). Candidates take turns per
+/// user, starting at a different one each time, so drift in machine speed spreads over all of
+/// them alike.
 pub fn tune_width(
     target: &Llm,
     draft: &Llm,
     auto: &PrefixAutomaton,
     prompts: &[Vec<u32>],
     base: &SpecParams,
-    candidates: &[usize],
+    candidates: &[(usize, usize)],
     seed: u64,
 ) -> Result<WidthChoice> {
     let params: Vec<SpecParams> = candidates
         .iter()
-        .map(|&n| SpecParams { n, ..*base })
+        .map(|&(n, gamma)| SpecParams { n, gamma, ..*base })
         .collect();
     for p in &params {
         p.validate()?;
@@ -82,11 +89,12 @@ pub fn tune_width(
         }
     }
     let users = prompts.len().max(1) as f64;
-    let trials: Vec<WidthTrial> = candidates
+    let trials: Vec<WidthTrial> = params
         .iter()
         .zip(ms.iter().zip(&steps))
-        .map(|(&n, (&t, &s))| WidthTrial {
-            n,
+        .map(|(p, (&t, &s))| WidthTrial {
+            n: p.n,
+            gamma: p.gamma,
             speculative_ms: t / users,
             accepted_steps: s as f64 / users,
         })
@@ -97,15 +105,25 @@ pub fn tune_width(
             a.speculative_ms
                 .total_cmp(&b.speculative_ms)
                 .then(a.n.cmp(&b.n))
+                .then(a.gamma.cmp(&b.gamma))
         })
-        .map(|t| t.n)
-        .unwrap_or(base.n);
+        .map_or((base.n, base.gamma), |t| (t.n, t.gamma));
     Ok(WidthChoice {
         k: base.k,
-        n: best,
+        n: best.0,
+        gamma: best.1,
         users: prompts.len(),
         trials,
     })
+}
+
+/// The (N, gamma) grid for beam size `k`: every width of [`width_candidates`] with every depth
+/// in `gammas`.
+pub fn shape_candidates(k: usize, max_n: usize, gammas: &[usize]) -> Vec<(usize, usize)> {
+    width_candidates(k, max_n)
+        .into_iter()
+        .flat_map(|n| gammas.iter().map(move |&g| (n, g)))
+        .collect()
 }
 
 /// Tuning users: the last `count` validation samples, far from the first test users that the
@@ -130,5 +148,9 @@ mod tests {
         assert_eq!(width_candidates(20, 50), vec![20, 30, 40, 50]);
         // The cap never drops a width below K.
         assert_eq!(width_candidates(20, 10), vec![20]);
+        assert_eq!(
+            shape_candidates(20, 30, &[1, 3]),
+            vec![(20, 1), (20, 3), (30, 1), (30, 3)]
+        );
     }
 }
