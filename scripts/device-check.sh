@@ -32,8 +32,8 @@ export RUST_LOG=warn
     echo "bench exit $?"
     if [ "$mode" = strict ]; then
       # The paper's N = 40 above; here the width this device runs fastest at, per K.
-      echo "== bench strict ($draft) on cuda, N tuned per K on 50 validation users"
-      timeout 120 $BIN bench --device cuda --mode strict --draft $draft --k 1,3,5,10,20 --tune-n 50 \
+      echo "== bench strict ($draft) on cuda, N and gamma tuned per K on 50 validation users"
+      timeout 120 $BIN bench --device cuda --mode strict --draft $draft --k 1,3,5,10,20 --tune-n 50 --tune-gamma \
         --max-n 200 --gamma 3 --users 500 --warmup 20 --json "$OUT/bench-strict-tuned.json"
       echo "bench exit $?"
     fi
