@@ -303,9 +303,9 @@ struct BenchArgs {
     /// Users decoded untimed before measuring.
     #[arg(long, default_value_t = 5)]
     warmup: usize,
-    /// Choose N per K instead of --n: time widths K..8K (at most --max-n) on this many
-    /// validation users and keep the fastest for this device.
-    #[arg(long, value_name = "USERS", default_value_t = 0)]
+    /// Choose N per K instead of --n: time widths from K to 8K (at most --max-n) on the
+    /// validation prompts of this many users that are not measured, and keep the fastest.
+    #[arg(long, value_name = "USERS", default_value_t = 0, conflicts_with = "n")]
     tune_n: usize,
     /// Widest N the tuner tries.
     #[arg(long, default_value_t = 160)]
@@ -616,6 +616,9 @@ fn load_pair(common: &Common, draft: &Path) -> Result<(Placement, Dataset, Llm, 
 }
 
 fn bench(a: BenchArgs) -> Result<()> {
+    if a.tune_gamma && a.tune_n == 0 {
+        bail!("--tune-gamma needs --tune-n USERS with USERS > 0");
+    }
     let (at, data, target, draft) = load_pair(&a.common, &a.draft)?;
     let cfg = BenchConfig {
         mode: a.decode.mode,

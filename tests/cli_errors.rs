@@ -874,6 +874,45 @@ fn bench_tunes_the_drafted_width_per_k_on_validation_users() {
         assert_eq!(r["identical_fraction"].as_f64(), Some(1.0), "{r}");
     }
 
+    // Flags that cannot go together.
+    fails_with(
+        &mut bench(&setup.data, &setup.model, &setup.model, &["--tune-gamma"]),
+        2,
+        &["--tune-n"],
+    );
+    fails_with(
+        &mut bench(
+            &setup.data,
+            &setup.model,
+            &setup.model,
+            &["--tune-n", "2", "--n", "4"],
+        ),
+        2,
+        &["--n"],
+    );
+    fails(
+        &mut bench(
+            &setup.data,
+            &setup.model,
+            &setup.model,
+            &["--tune-n", "0", "--tune-gamma"],
+        ),
+        &["--tune-gamma needs --tune-n"],
+    );
+    // Every user measured: none is left to tune on.
+    fails(
+        atspeed()
+            .arg("bench")
+            .arg("--data")
+            .arg(&setup.data)
+            .arg("--target")
+            .arg(&setup.model)
+            .arg("--draft")
+            .arg(&setup.model)
+            .args(["--users", "0", "--warmup", "0", "--tune-n", "2"]),
+        &["sequential_valid.txt", "measure fewer with --users"],
+    );
+
     // Nothing to tune on: the error names the validation file.
     let data = setup.data_copy("no-valid");
     let users: String = (1..=USERS).map(|u| format!("{u}\n")).collect();

@@ -116,8 +116,9 @@ pub struct TargetStep {
 /// models' passes (up to the host copy of their log-probs); `other_ms` is everything else, of
 /// which `select_ms` is the host-side search (trie expansion, top-k or sampling, for both the
 /// draft's beams and the verification) and `cache_ms` the compaction of both KV caches. The
-/// rest of `other_ms` is bookkeeping and the trace itself. On a GPU the compaction's kernels run
-/// asynchronously, so `cache_ms` is their launch cost; their device time lands in the next pass.
+/// rest of `other_ms` is bookkeeping and the trace itself. On a GPU the compaction's gather
+/// kernels run asynchronously, so `cache_ms` holds their launch, index upload and allocation
+/// cost, and their device time lands in the next pass.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PhaseTimes {
     pub draft_ms: f64,

@@ -2,6 +2,7 @@
 //! same users, alternating per user in one process so machine noise hits both alike, reduced to
 //! the paper's metrics (SPEC section 5) plus the pass-cost ceiling.
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use rand::SeedableRng;
@@ -277,15 +278,9 @@ pub fn run_bench(
         let n = if cfg.tune_users == 0 { cfg.n } else { k };
         params_for(k, n, cfg.gamma).validate()?;
     }
-    // Warm-up: first-use costs (allocations, kernel compilation on GPU) out of the timings.
-    for s in samples.iter().take(cfg.warmup) {
-        let prompt = data.prompt(&s.history);
-        let p = params_for(cfg.ks[0], cfg.n.max(cfg.ks[0]), cfg.gamma);
-        beam_search(target, &data.trie, &prompt, p.k)?;
-        speculative(target, draft, &data.trie, &prompt, &p, &mut rng)?;
-    }
     let tuning: Vec<Vec<u32>> = if cfg.tune_users > 0 {
-        tuning_samples(data.valid_samples(cfg.history), cfg.tune_users)
+        let measured: HashSet<u32> = samples.iter().map(|s| s.user).collect();
+        tuning_samples(data.valid_samples(cfg.history), &measured, cfg.tune_users)
             .iter()
             .map(|s| data.prompt(&s.history))
             .collect()
@@ -295,8 +290,26 @@ pub fn run_bench(
     if cfg.tune_users > 0 && tuning.is_empty() {
         return Err(crate::Error::data(
             data.dir.join(crate::data::SPLIT_FILES[1]),
-            "no user has a validation item: nothing to tune the drafted width on",
+            format!(
+                "no validation item among the {} users not measured: nothing to tune the drafted \
+                 width on (measure fewer with --users)",
+                data.num_users() - samples.len()
+            ),
         ));
+    }
+    if tuning.len() < cfg.tune_users {
+        log::warn!(
+            "tuning on {} validation users, not {}: the others are measured",
+            tuning.len(),
+            cfg.tune_users
+        );
+    }
+    // Warm-up: first-use costs (allocations, kernel compilation on GPU) out of the timings.
+    for s in samples.iter().take(cfg.warmup) {
+        let prompt = data.prompt(&s.history);
+        let p = params_for(cfg.ks[0], cfg.n.max(cfg.ks[0]), cfg.gamma);
+        beam_search(target, &data.trie, &prompt, p.k)?;
+        speculative(target, draft, &data.trie, &prompt, &p, &mut rng)?;
     }
     let total = samples.len() * cfg.ks.len();
     let mut done = 0;
@@ -305,12 +318,18 @@ pub fn run_bench(
         let width = if tuning.is_empty() {
             None
         } else {
+            // Deeper than L - 1 drafts the same as L - 1.
             let gammas: Vec<usize> = if cfg.tune_gamma {
-                (1..=cfg.gamma).collect()
+                (1..=cfg.gamma.min(ID_LEN - 1)).collect()
             } else {
                 vec![cfg.gamma]
             };
             let cands = shape_candidates(k, cfg.max_n, &gammas);
+            log::info!(
+                "K={k}: timing {} draft shapes on {} validation users",
+                cands.len(),
+                tuning.len()
+            );
             let base = params_for(k, k, cfg.gamma);
             Some(tune_width(
                 target,

@@ -8,12 +8,22 @@ use crate::{Error, Result};
 
 pub fn load_report(path: &Path) -> Result<BenchReport> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| {
+    let mut r: BenchReport = serde_json::from_str(&text).map_err(|e| {
         Error::data(
             path,
             format!("not a bench report (from `atspeed bench --json`): {e}"),
         )
-    })
+    })?;
+    // Reports written before N and gamma were recorded per K used the config's for every K.
+    for k in &mut r.per_k {
+        if k.n == 0 {
+            k.n = r.config.n;
+        }
+        if k.gamma == 0 {
+            k.gamma = r.config.gamma;
+        }
+    }
+    Ok(r)
 }
 
 /// A markdown table with one row per report, grouped by verification mode.
@@ -28,11 +38,21 @@ pub fn table1(reports: &[(String, BenchReport)]) -> String {
             continue;
         };
         let ks: Vec<usize> = first.per_k.iter().map(|r| r.k).collect();
+        let shape = if first.config.tune_users > 0 {
+            format!(
+                "N{} tuned per K",
+                if first.config.tune_gamma {
+                    " and gamma"
+                } else {
+                    ""
+                }
+            )
+        } else {
+            format!("N={}, gamma={}", first.config.n, first.config.gamma)
+        };
         out.push_str(&format!(
-            "\n{mode} verification ({} users, N={}, gamma={}, {})\n\n| draft |",
+            "\n{mode} verification ({} users, {shape}, {})\n\n| draft |",
             first.per_k.first().map(|r| r.users).unwrap_or(0),
-            first.config.n,
-            first.config.gamma,
             first.device
         ));
         for k in &ks {

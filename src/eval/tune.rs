@@ -6,9 +6,10 @@
 //! still covers the target's top-K most of the time wins: on the 2-core CPU, K = 1 runs fastest
 //! with N = 4, not the paper's 40. Where a pass costs about the same for 20 or 400 tokens (a GPU
 //! with small batches), a wide N buys acceptance for free. Rather than guess, `bench --tune-n`
-//! times the candidates on validation users (not the measured test users, so the choice is not
-//! fitted to the users it is scored on) and keeps the fastest.
+//! times the candidates on the validation prompts of users the benchmark does not measure (so the
+//! choice is not fitted to the users it is scored on) and keeps the fastest.
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use rand::SeedableRng;
@@ -20,8 +21,8 @@ use crate::ids::PrefixAutomaton;
 use crate::model::Llm;
 use crate::Result;
 
-/// Candidate widths for beam size `k`: multiples of K from 1x to 8x, capped at `max_n` (but
-/// never below K, which strict verification needs).
+/// Candidate widths for beam size `k`: K times 1, 1.5, 2, 3, 4, 6 and 8 (rounded up), capped at
+/// `max_n` (but never below K, which strict verification needs).
 pub fn width_candidates(k: usize, max_n: usize) -> Vec<usize> {
     let cap = max_n.max(k);
     let mut v: Vec<usize> = [2, 3, 4, 6, 8, 12, 16]
@@ -126,16 +127,45 @@ pub fn shape_candidates(k: usize, max_n: usize, gammas: &[usize]) -> Vec<(usize,
         .collect()
 }
 
-/// Tuning users: the last `count` validation samples, far from the first test users that the
-/// benchmark measures, so the two sets share no prompt.
-pub fn tuning_samples(mut valid: Vec<Sample>, count: usize) -> Vec<Sample> {
-    let keep = count.min(valid.len());
-    valid.split_off(valid.len() - keep)
+/// Tuning users: the last `count` validation samples of users outside `measured`. A user's
+/// validation prompt is its test prompt shifted by one item, so a measured user must not tune.
+pub fn tuning_samples(valid: Vec<Sample>, measured: &HashSet<u32>, count: usize) -> Vec<Sample> {
+    let mut free: Vec<Sample> = valid
+        .into_iter()
+        .filter(|s| !measured.contains(&s.user))
+        .collect();
+    let keep = count.min(free.len());
+    free.split_off(free.len() - keep)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sample(user: u32) -> Sample {
+        Sample {
+            user,
+            history: vec![0],
+            targets: Vec::new(),
+            target_items: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn tuning_users_are_never_measured_users() {
+        let valid: Vec<Sample> = (1..=10).map(sample).collect();
+        let users = |v: &[Sample]| v.iter().map(|s| s.user).collect::<Vec<_>>();
+        let measured: HashSet<u32> = [8, 9, 10].into();
+        assert_eq!(
+            users(&tuning_samples(valid.clone(), &measured, 3)),
+            [5, 6, 7]
+        );
+        // Fewer free users than asked for: all of them, none measured.
+        let measured: HashSet<u32> = (1..=8).collect();
+        assert_eq!(users(&tuning_samples(valid.clone(), &measured, 5)), [9, 10]);
+        let measured: HashSet<u32> = (1..=10).collect();
+        assert!(tuning_samples(valid, &measured, 5).is_empty());
+    }
 
     #[test]
     fn candidates_are_multiples_of_k_within_the_cap() {
