@@ -4,7 +4,7 @@
 //! The best N depends on the device as much as on the draft. Where a pass costs in proportion to
 //! its tokens (a CPU), every drafted beam makes the target's tree pass dearer, so a small N that
 //! still covers the target's top-K most of the time wins: on the 2-core CPU, K = 1 runs fastest
-//! with N = 4, not the paper's 40. Where a pass costs about the same for 20 or 400 tokens (a GPU
+//! with N = 3 or 4, not the paper's 40. Where a pass costs about the same for 20 or 400 tokens (a GPU
 //! with small batches), a wide N buys acceptance for free. Rather than guess, `bench --tune-n`
 //! times the candidates on the validation prompts of users the benchmark does not measure (so the
 //! choice is not fitted to the users it is scored on) and keeps the fastest.
