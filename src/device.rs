@@ -16,23 +16,22 @@ pub fn parse_device(s: &str) -> Result<Device> {
             .strip_prefix(':')
             .and_then(|n| n.parse::<usize>().ok())
             .ok_or_else(|| {
-                Error::invalid("--device", format!("bad device {s:?} (cpu, cuda, cuda:N)"))
+                Error::invalid("device", format!("bad device {s:?} (cpu, cuda, cuda:N)"))
             })?,
         None => {
             return Err(Error::invalid(
-                "--device",
+                "device",
                 format!("unknown device {s:?} (cpu, cuda, cuda:N)"),
             ))
         }
     };
     if !cfg!(feature = "cuda") {
         return Err(Error::invalid(
-            "--device",
+            "device",
             "this binary was built without CUDA; rebuild with `cargo build --release --features cuda`",
         ));
     }
-    Device::new_cuda(ordinal)
-        .map_err(|e| Error::invalid("--device", format!("cannot open {s}: {e}")))
+    Device::new_cuda(ordinal).map_err(|e| Error::invalid("device", format!("cannot open {s}: {e}")))
 }
 
 /// Short name for headers and reports.

@@ -22,9 +22,18 @@ pub enum Error {
     /// A checkpoint folder that is missing pieces, corrupt, or does not fit the dataset.
     #[error("{path}: {msg}")]
     Model { path: PathBuf, msg: String },
-    /// A bad combination of options (N < K, unknown method...). `what` names the flag.
+    /// A bad parameter value or combination (N < K, unknown method...). `what` names the
+    /// parameter as the library calls it (`k`, `n`, `draft_mass`); the command line maps it to
+    /// its flag.
     #[error("{what}: {msg}")]
     Invalid { what: String, msg: String },
+    /// The terminal could not be set up or read (the explorer).
+    #[error("terminal: {0}")]
+    Terminal(String),
+    /// A check the program makes on its own results failed (strict output differing from the
+    /// target's beam search, a selftest tolerance exceeded).
+    #[error("{0}")]
+    Failed(String),
     #[error("tensor error: {0}")]
     Candle(#[from] candle_core::Error),
 }

@@ -4,13 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 
 use atspeed::data::{Dataset, DEFAULT_HISTORY};
-use atspeed::decode::{beam_search, speculative, Mode, SpecParams};
-use atspeed::device::{label, parse_device};
+use atspeed::decode::{DecodeParams, Mode};
+use atspeed::device::label;
 use atspeed::eval::bench::{run_bench, BenchConfig};
+use atspeed::load::{load_model, Placement};
 use atspeed::model::{checkpoint, LlamaConfig, Llm};
 
 #[derive(Parser)]
@@ -368,17 +369,51 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", cli_message(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The parameters the library names in its errors, and the flags that set them.
+const FLAGS: &[(&str, &str)] = &[
+    ("k", "--k"),
+    ("n", "--n"),
+    ("gamma", "--gamma"),
+    ("mode", "--mode"),
+    ("draft_mass", "--draft-mass"),
+    ("device", "--device"),
+    ("dtype", "--dtype"),
+    ("user", "--user"),
+    ("users", "--users"),
+    ("history", "--history"),
+    ("draft", "--draft"),
+    ("method", "--method"),
+    ("alpha", "--alpha"),
+    ("lambda", "--lambda"),
+    ("temperature", "--temperature"),
+    ("teacher", "--teacher"),
+    ("resume", "--resume"),
+    ("batch_size", "--batch-size"),
+    ("epochs", "--epochs"),
+    ("out", "--out"),
+];
+
+/// The error as one line, with a library parameter named by its command-line flag.
+fn cli_message(e: &anyhow::Error) -> String {
+    if let Some(atspeed::Error::Invalid { what, msg }) = e.downcast_ref::<atspeed::Error>() {
+        if let Some((_, flag)) = FLAGS.iter().find(|(p, _)| p == what) {
+            return format!("{flag}: {msg}");
+        }
+    }
+    format!("{e:#}")
 }
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         None => tui(TuiArgs::parse_defaults()),
         Some(Command::Tui(a)) => tui(a),
-        Some(Command::Replay { file }) => atspeed::tui::run_replay(&file),
+        Some(Command::Replay { file }) => replay(&file),
         Some(Command::Recommend(a)) => recommend(a),
         Some(Command::Bench(a)) => bench(a),
         Some(Command::Inspect { dir }) => inspect(&dir),
@@ -404,228 +439,118 @@ impl TuiArgs {
     }
 }
 
-fn load_data(dir: &Path) -> Result<Dataset> {
-    Ok(Dataset::load(dir)?)
-}
-
-/// Where and in which dtype models run, from the common flags.
-struct Placement {
-    device: candle_core::Device,
-    dtype: candle_core::DType,
-}
-
 impl Common {
     fn placement(&self) -> Result<Placement> {
-        Ok(Placement {
-            device: parse_device(&self.device)?,
-            dtype: checkpoint::parse_dtype(&self.dtype)?,
-        })
+        Ok(Placement::parse(&self.device, &self.dtype)?)
     }
 }
 
-/// Loads a checkpoint and checks it speaks the dataset's vocabulary.
-fn load_model(dir: &Path, data: &Dataset, at: &Placement) -> Result<Llm> {
-    let m = Llm::load_as(dir, &at.device, at.dtype)?;
-    if m.vocab != data.vocab.tokens() {
-        bail!(
-            "{}: vocabulary ({} tokens) does not match dataset {} ({} tokens)",
-            dir.display(),
-            m.vocab.len(),
-            data.dir.display(),
-            data.vocab.len()
-        );
+impl DecodeArgs {
+    /// The one conversion from decoding flags to the library's parameters.
+    fn params(&self, k: usize) -> DecodeParams {
+        DecodeParams {
+            mode: self.mode,
+            n: self.n,
+            k,
+            gamma: self.gamma,
+            draft_mass: self.draft_mass,
+        }
     }
-    Ok(m)
 }
 
+/// The dataset and target of a decoding subcommand, placed as the flags say.
+fn load_common(c: &Common) -> Result<(Placement, Dataset, Llm)> {
+    let at = c.placement()?;
+    let data = Dataset::load(&c.data)?;
+    let target = load_model(&c.target, &data, &at)?;
+    Ok((at, data, target))
+}
+
+#[cfg(feature = "tui")]
 fn tui(a: TuiArgs) -> Result<()> {
     if a.demo {
-        return atspeed::tui::run_demo();
+        return Ok(atspeed::tui::run_demo()?);
     }
-    let at = a.common.placement()?;
-    let data = load_data(&a.common.data)?;
-    let target = load_model(&a.common.target, &data, &at)?;
-    let mut drafts = Vec::new();
-    if a.drafts.is_empty() {
-        let models = a
-            .common
-            .target
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        let mut dirs: Vec<PathBuf> = std::fs::read_dir(&models)
-            .with_context(|| format!("listing drafts in {}", models.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.join(checkpoint::CONFIG).exists() && *p != a.common.target)
-            .collect();
-        // The strict-aligned draft first (the explorer opens in strict mode), then the relaxed
-        // one, then the baselines by name.
-        dirs.sort_by_key(|p| {
-            let name = p
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
-            (name != "atspeed-s", name != "atspeed-r", name)
-        });
-        for d in dirs {
-            let name = d
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
-            drafts.push((name, load_model(&d, &data, &at)?));
-        }
+    let params = a.decode.params(a.k);
+    params.validate()?;
+    let (at, data, target) = load_common(&a.common)?;
+    let specs = if a.drafts.is_empty() {
+        let models = a.common.target.parent().unwrap_or(Path::new("."));
+        atspeed::load::discover_drafts(models, &a.common.target)?
     } else {
-        for spec in &a.drafts {
-            let (name, dir) = spec
-                .split_once('=')
-                .map(|(n, d)| (n.to_string(), PathBuf::from(d)))
-                .unwrap_or_else(|| {
-                    let p = PathBuf::from(spec);
-                    (
-                        p.file_name()
-                            .unwrap_or_default()
-                            .to_string_lossy()
-                            .into_owned(),
-                        p,
-                    )
-                });
-            drafts.push((name, load_model(&dir, &data, &at)?));
-        }
-    }
-    if drafts.is_empty() {
+        a.drafts
+            .iter()
+            .map(|s| atspeed::load::parse_named(s, "draft"))
+            .collect::<atspeed::Result<_>>()?
+    };
+    if specs.is_empty() {
         bail!("no draft model: pass --draft NAME=DIR");
     }
-    SpecParams {
-        mode: a.decode.mode,
-        n: a.decode.n,
-        k: a.k,
-        gamma: a.decode.gamma,
-        draft_mass: a.decode.draft_mass,
+    let mut drafts = Vec::new();
+    for (name, dir) in specs {
+        drafts.push((name, load_model(&dir, &data, &at)?));
     }
-    .validate()?;
-    atspeed::tui::run_explorer(atspeed::tui::ExplorerContext {
+    Ok(atspeed::tui::run_explorer(atspeed::tui::ExplorerContext {
         dataset: data,
         target,
         drafts,
         device: label(&at.device),
         params: atspeed::tui::Params {
-            mode: a.decode.mode,
-            n: a.decode.n,
-            k: a.k,
-            gamma: a.decode.gamma,
+            decode: params,
             draft: 0,
         },
         seed: a.common.seed,
         history: a.common.history,
         user: a.user,
-    })
+    })?)
+}
+
+#[cfg(feature = "tui")]
+fn replay(file: &Path) -> Result<()> {
+    Ok(atspeed::tui::run_replay(file)?)
+}
+
+#[cfg(not(feature = "tui"))]
+fn tui(_: TuiArgs) -> Result<()> {
+    bail!("this binary was built without the explorer (cargo feature `tui`)")
+}
+
+#[cfg(not(feature = "tui"))]
+fn replay(_: &Path) -> Result<()> {
+    bail!("this binary was built without the explorer (cargo feature `tui`)")
 }
 
 fn recommend(a: RecommendArgs) -> Result<()> {
-    use rand::SeedableRng;
-    let at = a.common.placement()?;
-    let data = load_data(&a.common.data)?;
-    let target = load_model(&a.common.target, &data, &at)?;
-    let sample = data.user_sample(a.user, a.common.history)?;
-    println!(
-        "user {} - {} history items (oldest first):",
-        sample.user,
-        sample.history.len()
-    );
-    for item in &sample.history {
-        println!(
-            "  {}  {}",
-            data.vocab.render(&data.items[*item as usize]),
-            data.title(*item)
-        );
+    let params = a.decode.params(a.k);
+    match &a.draft {
+        Some(_) => params.validate()?,
+        None => atspeed::decode::params::check_k(a.k)?,
     }
-    if !sample.target_items.is_empty() {
-        println!("ground truth (test):");
-        for item in &sample.target_items {
-            println!(
-                "  {}  {}",
-                data.vocab.render(&data.items[*item as usize]),
-                data.title(*item)
-            );
-        }
-    }
-    let prompt = data.prompt(&sample.history);
-    let (beams, how) = match &a.draft {
-        None => {
-            let b = beam_search(&target, &data.trie, &prompt, a.k)?;
-            let how = format!(
-                "target-only beam search, {} target passes, {:.1} ms",
-                b.target_passes, b.time_ms
-            );
-            (b.beams, how)
-        }
-        Some(dir) => {
-            let draft = load_model(dir, &data, &at)?;
-            let params = SpecParams {
-                mode: a.decode.mode,
-                n: a.decode.n,
-                k: a.k,
-                gamma: a.decode.gamma,
-                draft_mass: a.decode.draft_mass,
-            };
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(a.common.seed);
-            let t = speculative(&target, &draft, &data.trie, &prompt, &params, &mut rng)?;
-            let times = t.times();
-            let how = format!(
-                "speculative ({}, N {} gamma {}), {} accepted steps, {} target + {} draft passes, {:.1} ms",
-                a.decode.mode.name(),
-                a.decode.n,
-                a.decode.gamma,
-                t.accepted_steps(),
-                t.target_passes(),
-                t.draft_passes(),
-                times.total_ms()
-            );
-            (t.beams, how)
-        }
+    let (at, data, target) = load_common(&a.common)?;
+    let draft = match &a.draft {
+        Some(dir) => Some(load_model(dir, &data, &at)?),
+        None => None,
     };
-    println!("top {} recommendations ({how}):", a.k);
-    for (rank, b) in beams.iter().enumerate() {
-        let ident: Option<atspeed::ids::Identifier> = b.tokens.clone().try_into().ok();
-        let hit = ident.map(|i| sample.targets.contains(&i)).unwrap_or(false);
-        let items = ident
-            .map(|i| data.items_of(&i).to_vec())
-            .unwrap_or_default();
-        let titles: Vec<String> = items.iter().map(|&i| data.title(i)).collect();
-        println!(
-            "{:>3} {} {:>9.4}  {}  {}",
-            rank + 1,
-            if hit { "*" } else { " " },
-            b.score,
-            data.vocab.render(&b.tokens),
-            titles.join(" | ")
-        );
-    }
+    let r = atspeed::eval::recommend::recommend(
+        &data,
+        &target,
+        draft.as_ref(),
+        a.user,
+        a.common.history,
+        &params,
+        a.common.seed,
+    )?;
+    println!("{r}");
     Ok(())
-}
-
-/// The dataset, target and draft a decoding subcommand runs on, placed as the flags say.
-fn load_pair(common: &Common, draft: &Path) -> Result<(Placement, Dataset, Llm, Llm)> {
-    let at = common.placement()?;
-    let data = load_data(&common.data)?;
-    let target = load_model(&common.target, &data, &at)?;
-    let draft = load_model(draft, &data, &at)?;
-    Ok((at, data, target, draft))
 }
 
 fn bench(a: BenchArgs) -> Result<()> {
     if a.tune_gamma && a.tune_n == 0 {
         bail!("--tune-gamma needs --tune-n USERS with USERS > 0");
     }
-    let (at, data, target, draft) = load_pair(&a.common, &a.draft)?;
     let cfg = BenchConfig {
-        mode: a.decode.mode,
+        decode: a.decode.params(a.k.first().copied().unwrap_or(1)),
         ks: a.k.clone(),
-        n: a.decode.n,
-        gamma: a.decode.gamma,
-        draft_mass: a.decode.draft_mass,
         tune_users: a.tune_n,
         max_n: a.max_n,
         tune_gamma: a.tune_gamma,
@@ -634,6 +559,8 @@ fn bench(a: BenchArgs) -> Result<()> {
         history: a.common.history,
         seed: a.common.seed,
     };
+    let (at, data, target) = load_common(&a.common)?;
+    let draft = load_model(&a.draft, &data, &at)?;
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -655,69 +582,23 @@ fn bench(a: BenchArgs) -> Result<()> {
     bar.finish_and_clear();
     println!("{}", report.table());
     if let Some(path) = &a.json {
-        let json = serde_json::to_vec_pretty(&report)?;
-        checkpoint::write_atomic(path, &json)?;
+        checkpoint::write_atomic(path, &serde_json::to_vec_pretty(&report)?)?;
         println!("wrote {}", path.display());
     }
-    if a.decode.mode == Mode::Strict {
-        let broken = report
-            .per_k
-            .iter()
-            .find(|r| r.identical_fraction + r.near_tie_fraction < 1.0 - 1e-12);
-        if let Some(r) = broken {
-            bail!(
-                "strict mode produced a list different from target-only beam search for K={} (identical {:.4}, near-ties {:.4})",
-                r.k,
-                r.identical_fraction,
-                r.near_tie_fraction
-            );
-        }
-    }
-    Ok(())
+    Ok(report.strict_verdict()?)
 }
 
 fn inspect(dir: &Path) -> Result<()> {
     if dir.join(checkpoint::CONFIG).exists() {
-        let m = Llm::load(dir, &candle_core::Device::Cpu)?;
-        let c = m.config();
-        println!("checkpoint {}", dir.display());
-        println!(
-            "  architecture   {} ({})",
-            c.architectures.join(", "),
-            c.model_type
-        );
-        println!(
-            "  shape          {} layers, hidden {}, intermediate {}, {} heads ({} key/value heads)",
-            c.num_hidden_layers,
-            c.hidden_size,
-            c.intermediate_size,
-            c.num_attention_heads,
-            c.kv_heads()
-        );
-        println!(
-            "  parameters     {} ({})",
-            m.num_params(),
-            atspeed::model::human_count(m.num_params())
-        );
-        println!("  stored dtype   {}", c.torch_dtype);
-        println!(
-            "  vocabulary     {} tokens ({} prompt style)",
-            c.vocab_size, c.prompt_style
-        );
-        println!(
-            "  positions      up to {}, rope theta {}",
-            c.max_position_embeddings, c.rope_theta
-        );
-        println!("  tied embedding {}", c.tie_word_embeddings);
-        return Ok(());
+        println!("{}", Llm::load(dir, &candle_core::Device::Cpu)?.summary());
+    } else {
+        println!("{}", Dataset::load(dir)?.summary());
     }
-    let data = load_data(dir)?;
-    println!("{}", data.summary());
     Ok(())
 }
 
 fn new_model(a: NewModelArgs) -> Result<()> {
-    let data = load_data(&a.data)?;
+    let data = Dataset::load(&a.data)?;
     let kv = a.kv_heads.unwrap_or(a.heads);
     let cfg = LlamaConfig::compact(data.vocab.len(), a.layers, a.hidden, a.heads, kv);
     let dtype = checkpoint::parse_dtype(&a.dtype)?;
@@ -739,12 +620,9 @@ fn new_model(a: NewModelArgs) -> Result<()> {
 }
 
 fn selftest(a: SelftestArgs) -> Result<()> {
-    let (at, data, target, draft) = load_pair(&a.common, &a.draft)?;
-    let cpu = Placement {
-        device: candle_core::Device::Cpu,
-        dtype: candle_core::DType::F32,
-    };
-    let reference = load_model(&a.common.target, &data, &cpu)?;
+    let (at, data, target) = load_common(&a.common)?;
+    let draft = load_model(&a.draft, &data, &at)?;
+    let reference = load_model(&a.common.target, &data, &Placement::cpu_f32())?;
     let r = atspeed::eval::selftest::run_selftest(
         &data,
         &target,
@@ -754,30 +632,11 @@ fn selftest(a: SelftestArgs) -> Result<()> {
         a.users,
         a.bench_users,
     )?;
-    let verdict = |ok: bool| if ok { "PASS" } else { "FAIL" };
-    println!("selftest on {} ({})", r.device, r.logits.dtype);
-    println!(
-        "  logits vs CPU f32 over {} users: max abs {:.2e}, max rel {:.2e}, tolerance {:.1e} abs  {}",
-        r.logits.users,
-        r.logits.max_abs,
-        r.logits.max_rel,
-        r.logits.tolerance_abs,
-        verdict(r.logits.pass)
-    );
-    println!(
-        "  strict == target-only on {} users (N 40, K 20, gamma 3): {} identical, {} float near-ties  {}",
-        r.exact.users,
-        r.exact.identical,
-        r.exact.near_ties,
-        verdict(r.exact.pass)
-    );
-    println!("{}", r.bench.table());
+    println!("{r}");
     if let Some(path) = &a.json {
         checkpoint::write_atomic(path, &serde_json::to_vec_pretty(&r)?)?;
     }
-    if !r.pass() {
-        bail!("selftest failed on {}", r.device);
-    }
+    r.verdict()?;
     println!("selftest passed");
     Ok(())
 }
@@ -815,40 +674,9 @@ impl OptimArgs {
     }
 }
 
-fn print_report(r: &atspeed::train::TrainReport) {
-    for e in &r.epochs {
-        println!(
-            "epoch {}: train loss {:.4}, valid loss {}, {} {}, {:.0} samples/s, {:.0} s",
-            e.epoch + 1,
-            e.train_loss,
-            e.valid_loss
-                .map(|v| format!("{v:.4}"))
-                .unwrap_or_else(|| "-".into()),
-            r.metric,
-            e.valid_metric
-                .map(|v| format!("{v:.4}"))
-                .unwrap_or_else(|| "-".into()),
-            e.samples_per_sec,
-            e.seconds
-        );
-    }
-    println!(
-        "best {} {} at epoch {}; {} steps; model in {}",
-        r.metric,
-        r.best_metric
-            .map(|v| format!("{v:.4}"))
-            .unwrap_or_else(|| "-".into()),
-        r.best_epoch
-            .map(|e| (e + 1).to_string())
-            .unwrap_or_else(|| "-".into()),
-        r.steps,
-        r.out.display()
-    );
-}
-
 fn train_target(a: TrainTargetArgs) -> Result<()> {
-    let device = parse_device(&a.optim.device)?;
-    let data = load_data(&a.data)?;
+    let device = atspeed::device::parse_device(&a.optim.device)?;
+    let data = Dataset::load(&a.data)?;
     let mut cfg = atspeed::train::TargetTrainConfig::default();
     a.shape.apply(
         &mut cfg.layers,
@@ -862,17 +690,16 @@ fn train_target(a: TrainTargetArgs) -> Result<()> {
         &mut cfg.last_only,
         &mut cfg.valid_users,
     );
-    let r = atspeed::train::train_target(&data, &cfg, &a.out, &device)?;
-    print_report(&r);
+    println!(
+        "{}",
+        atspeed::train::train_target(&data, &cfg, &a.out, &device)?
+    );
     Ok(())
 }
 
 fn teacher(a: TeacherArgs) -> Result<()> {
-    let at = Placement {
-        device: parse_device(&a.device)?,
-        dtype: candle_core::DType::F32,
-    };
-    let data = load_data(&a.data)?;
+    let at = Placement::parse(&a.device, "f32")?;
+    let data = Dataset::load(&a.data)?;
     let target = load_model(&a.target, &data, &at)?;
     atspeed::train::build_teacher(
         &target,
@@ -889,11 +716,8 @@ fn teacher(a: TeacherArgs) -> Result<()> {
 
 fn align(a: AlignArgs) -> Result<()> {
     let method: atspeed::train::AlignMethod = a.method.parse()?;
-    let at = Placement {
-        device: parse_device(&a.optim.device)?,
-        dtype: candle_core::DType::F32,
-    };
-    let data = load_data(&a.data)?;
+    let at = Placement::parse(&a.optim.device, "f32")?;
+    let data = Dataset::load(&a.data)?;
     let target = load_model(&a.target, &data, &at)?;
     let teacher = match &a.teacher {
         Some(p) => Some(atspeed::train::read_teacher(p, &target)?),
@@ -922,24 +746,21 @@ fn align(a: AlignArgs) -> Result<()> {
     );
     let r =
         atspeed::train::align_draft(&target, teacher.as_ref(), &data, &cfg, &a.out, &at.device)?;
-    print_report(&r);
+    println!("{r}");
     Ok(())
 }
 
 fn report(specs: &[String]) -> Result<()> {
     let mut reports = Vec::new();
     for spec in specs {
-        let (name, file) = match spec.split_once('=') {
-            Some((n, f)) => (n.to_string(), PathBuf::from(f)),
-            None => {
-                let p = PathBuf::from(spec);
-                let stem = p
-                    .file_stem()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned();
-                (stem, p)
-            }
+        let (name, file) = atspeed::load::parse_named(spec, "report")?;
+        // A bare FILE is named after its stem, not its file name.
+        let name = if spec.contains('=') {
+            name
+        } else {
+            file.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or(name)
         };
         reports.push((name, atspeed::eval::report::load_report(&file)?));
     }

@@ -15,7 +15,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::decode::trace::{BeamView, DecodeTrace, Mode};
+use crate::decode::trace::{BeamView, DecodeTrace};
+use crate::decode::DecodeParams;
+use crate::eval::speed::UserSpeed;
 use crate::{Error, Result};
 
 /// The format version this build writes and the only one it reads.
@@ -63,13 +65,12 @@ pub struct Baseline {
     pub time_ms: f64,
 }
 
-/// The decoding parameters a run used; also the key replay looks runs up by.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The decoding parameters a run used, with the draft's name; also the key replay looks runs up
+/// by. Stored flat (`mode`, `n`, `k`, `gamma`, `draft_mass`, `draft`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunParams {
-    pub mode: Mode,
-    pub n: usize,
-    pub k: usize,
-    pub gamma: usize,
+    #[serde(flatten)]
+    pub decode: DecodeParams,
     /// Name of the draft model.
     pub draft: String,
 }
@@ -86,23 +87,14 @@ pub struct UserRun {
 }
 
 impl UserRun {
-    /// Walltime speedup: baseline time over speculative time (0 when the trace has no time).
-    pub fn speedup(&self) -> f64 {
-        let t = self.trace.times().total_ms();
-        if t > 0.0 {
-            self.baseline.time_ms / t
-        } else {
-            0.0
-        }
-    }
-    /// Target forward passes saved, as a ratio (baseline passes / speculative passes).
-    pub fn pass_ratio(&self) -> f64 {
-        let p = self.trace.target_passes();
-        if p > 0 {
-            self.baseline.target_passes as f64 / p as f64
-        } else {
-            0.0
-        }
+    /// The speed metrics of this run (see [`crate::eval::speed`]).
+    pub fn speed(&self, user: u32) -> UserSpeed {
+        UserSpeed::new(
+            user,
+            &self.trace,
+            self.baseline.time_ms,
+            self.baseline.target_passes,
+        )
     }
 }
 
@@ -217,11 +209,15 @@ mod tests {
                 "<a_1>".into(),
             ],
         });
-        let trace = DecodeTrace {
-            mode: Mode::Strict,
+        let params = DecodeParams {
             n: 2,
             k: 1,
             gamma: 1,
+            ..Default::default()
+        };
+        let trace = DecodeTrace {
+            params,
+            wall_ms: 1.0,
             rounds: vec![],
             beams: vec![BeamView {
                 tokens: vec![4],
@@ -240,10 +236,7 @@ mod tests {
             },
             run: UserRun {
                 params: RunParams {
-                    mode: Mode::Strict,
-                    n: 2,
-                    k: 1,
-                    gamma: 1,
+                    decode: params,
                     draft: "sft".into(),
                 },
                 trace,

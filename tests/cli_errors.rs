@@ -7,7 +7,7 @@ mod fixtures;
 use std::path::Path;
 
 use atspeed::data::Dataset;
-use atspeed::decode::{speculative, Mode, SpecParams};
+use atspeed::decode::{speculative, DecodeParams, Mode};
 use atspeed::model::Llm;
 use candle_core::Device;
 use fixtures::*;
@@ -287,7 +287,7 @@ fn draft_and_target_with_different_vocabularies() {
     let target = Llm::load(&setup.model, &Device::Cpu).unwrap();
     let draft_llm = Llm::load(&draft, &Device::Cpu).unwrap();
     let prompt = a.prompt(&a.train[0]);
-    let params = SpecParams {
+    let params = DecodeParams {
         mode: Mode::Strict,
         n: 4,
         k: 2,
@@ -910,7 +910,7 @@ fn bench_tunes_the_drafted_width_per_k_on_validation_users() {
             .arg("--draft")
             .arg(&setup.model)
             .args(["--users", "0", "--warmup", "0", "--tune-n", "2"]),
-        &["sequential_valid.txt", "measure fewer with --users"],
+        &["sequential_valid.txt", "--users:", "measure fewer users"],
     );
 
     // Nothing to tune on: the error names the validation file.

@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use atspeed::decode::{sample_search, speculative, Mode, SpecParams};
+use atspeed::decode::{sample_search, speculative, DecodeParams, Mode};
 use atspeed::ids::{Identifier, PrefixAutomaton, ID_LEN};
 use atspeed::model::Llm;
 use atspeed::synth;
@@ -146,7 +146,7 @@ fn setup() -> Setup {
 
 fn draw(s: &Setup, n: usize, gamma: usize, draws: usize, seed: u64) -> HashMap<Identifier, usize> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let params = SpecParams {
+    let params = DecodeParams {
         mode: Mode::Relaxed,
         n,
         k: 1,
@@ -208,8 +208,10 @@ fn relaxed_with_one_draft_is_exact_speculative_sampling() {
 
 #[test]
 fn relaxed_drift_grows_with_more_drafts() {
-    // SPEC section 4: with N > 1 drafts each accepted with probability min(1, p/q) and one of the
-    // accepted kept at random, the output leans toward min(p, q). Measure it.
+    // With N > 1 drafts each accepted with probability min(1, p/q) and one of the accepted kept
+    // at random, the output leans toward min(p, q): the paper's "approximately equivalent".
+    // Measure it, and check it is there: this test fails if relaxed mode ever becomes exact (or
+    // drifts at N = 1), either of which would change what the explorer teaches.
     let s = setup();
     let draws = 3000;
     let mut tvs = Vec::new();
@@ -221,8 +223,14 @@ fn relaxed_drift_grows_with_more_drafts() {
         );
         tvs.push(tv);
     }
-    // One draft is exact (sampling noise only); the sampling noise at this many draws is about
-    // 0.03, so anything much larger at N = 8 is the drift the paper calls approximate.
-    assert!(tvs[0] < 0.05);
-    assert!(tvs.iter().all(|t| t.is_finite() && *t <= 1.0));
+    // One draft is exact (sampling noise only, about 0.03 at this many draws); every wider
+    // draft drifts well beyond that noise (measured: 0.31 at N = 2, 0.43 at N = 4, 0.39 at N = 8).
+    assert!(tvs[0] < 0.05, "N = 1 must be exact: TV {}", tvs[0]);
+    for (n, tv) in [2, 4, 8].iter().zip(&tvs[1..]) {
+        assert!(
+            *tv > tvs[0] + 0.1,
+            "N = {n}: TV {tv} is within sampling noise of N = 1 ({})",
+            tvs[0]
+        );
+    }
 }

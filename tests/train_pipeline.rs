@@ -260,7 +260,7 @@ fn unknown_method_is_a_clear_error() {
     let err = "x".parse::<AlignMethod>().unwrap_err().to_string();
     assert_eq!(
         err,
-        "--method: unknown method 'x' (expected sft, wordkd, tvdkd, seqkd, atspeed-s, atspeed-r)"
+        "method: unknown method 'x' (expected sft, wordkd, tvdkd, seqkd, atspeed-s, atspeed-r)"
     );
     for m in AlignMethod::ALL {
         assert_eq!(m.to_string().parse::<AlignMethod>().unwrap(), m);
@@ -334,5 +334,5 @@ fn mismatched_vocabularies_are_refused() {
     let err = align_draft(&target, None, &data, &cfg, &work.path().join("d"), &dev)
         .unwrap_err()
         .to_string();
-    assert!(err.starts_with("--teacher:"), "{err}");
+    assert!(err.starts_with("teacher:"), "{err}");
 }

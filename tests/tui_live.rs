@@ -1,8 +1,10 @@
 //! The live explorer's engine on a tiny dataset with random models: real traces flow through the
 //! same app state and panels as the synthetic ones, and strict mode agrees with the baseline.
 
+#![cfg(feature = "tui")]
+
 use atspeed::data::Dataset;
-use atspeed::decode::trace::Mode;
+use atspeed::decode::{DecodeParams, Mode};
 use atspeed::model::{LlamaConfig, Llm};
 use atspeed::tui::engine::Engine;
 use atspeed::tui::live::{live_app, ExplorerContext};
@@ -82,10 +84,13 @@ fn live_engine_feeds_the_explorer() {
         drafts,
         device: "cpu".into(),
         params: Params {
-            mode: Mode::Strict,
-            n: 6,
-            k: 3,
-            gamma: 3,
+            decode: DecodeParams {
+                mode: Mode::Strict,
+                n: 6,
+                k: 3,
+                gamma: 3,
+                draft_mass: None,
+            },
             draft: 0,
         },
         seed: 7,
@@ -115,7 +120,7 @@ fn live_engine_feeds_the_explorer() {
             };
             let run = engine.decode(user, &params).unwrap();
             assert_eq!(run.trace.beams.len(), 3);
-            if params.mode == Mode::Strict {
+            if params.decode.mode == Mode::Strict {
                 // Lossless: the speculative list is the target-only list.
                 let spec: Vec<_> = run.trace.beams.iter().map(|b| &b.tokens).collect();
                 let base: Vec<_> = run.baseline.beams.iter().map(|b| &b.tokens).collect();
@@ -148,10 +153,149 @@ fn live_engine_feeds_the_explorer() {
                     },
                 );
                 let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
-                term.draw(|f| atspeed::tui::render(&app, f)).unwrap();
+                term.draw(|f| atspeed::tui::render(&mut app, f)).unwrap();
             }
             update(&mut app, Action::Step);
         }
         assert!(app.current.as_ref().unwrap().finished());
     }
+}
+
+/// `atspeed tui --draft-mass M` reaches the decoder: the explorer's requests carry the adaptive
+/// width, and its traces draft fewer than N beams where the draft is confident.
+#[test]
+fn the_explorer_decodes_with_the_adaptive_width() {
+    let dir = dataset_dir();
+    let ds = Dataset::load(dir.path()).unwrap();
+    let target = model(&ds, 2, 32, 1);
+    let draft = model(&ds, 1, 16, 2);
+    let decode = |mass| DecodeParams {
+        mode: Mode::Strict,
+        n: 12,
+        k: 2,
+        gamma: 3,
+        draft_mass: mass,
+    };
+    let widths = |mass: Option<f32>| {
+        let ctx = ExplorerContext {
+            dataset: ds.clone(),
+            target: target.clone(),
+            drafts: vec![("d".to_string(), draft.clone())],
+            device: "cpu".into(),
+            params: Params {
+                decode: decode(mass),
+                draft: 0,
+            },
+            seed: 7,
+            history: 20,
+            user: None,
+        };
+        let (mut app, mut engine) = live_app(ctx).unwrap();
+        app.start();
+        let Some(Command::Decode { user, params, .. }) = app.outbox.pop() else {
+            panic!("the explorer asks for a decode first");
+        };
+        assert_eq!(params.decode.draft_mass, mass);
+        let run = engine.decode(user, &params).unwrap();
+        assert_eq!(run.trace.params.draft_mass, mass);
+        // Lossless either way.
+        let spec: Vec<_> = run.trace.beams.iter().map(|b| &b.tokens).collect();
+        let base: Vec<_> = run.baseline.beams.iter().map(|b| &b.tokens).collect();
+        assert_eq!(spec, base);
+        // (identifier depth, drafted beams at it) for every drafted depth of every round.
+        run.trace
+            .rounds
+            .iter()
+            .flat_map(|r| {
+                (1..=r.drafted).map(move |d| {
+                    (
+                        r.start_depth + d,
+                        r.nodes.iter().filter(|n| n.depth == d).count(),
+                    )
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    // Full width: N, or every candidate where fewer exist (3 level-a codes at depth 1).
+    let full = widths(None);
+    assert!(
+        full.iter()
+            .all(|&(depth, w)| w == if depth == 1 { 3 } else { 12 }),
+        "{full:?}"
+    );
+    // Adaptive: never below K, and narrower than N where the draft is confident.
+    let adaptive = widths(Some(0.5));
+    assert!(
+        adaptive.iter().all(|&(_, w)| (2..=12).contains(&w)),
+        "{adaptive:?}"
+    );
+    assert!(
+        adaptive.iter().any(|&(depth, w)| depth > 1 && w < 12),
+        "{adaptive:?}"
+    );
+}
+
+/// One definition of per-depth acceptance: a user decoded in the explorer and in the bench shows
+/// the same numbers.
+#[test]
+fn explorer_and_bench_agree_on_per_depth_acceptance() {
+    use atspeed::eval::bench::{run_bench, BenchConfig};
+    use atspeed::eval::speed::SpeedStats;
+    let dir = dataset_dir();
+    let ds = Dataset::load(dir.path()).unwrap();
+    let target = model(&ds, 2, 32, 1);
+    let draft = model(&ds, 1, 16, 2);
+    let decode = DecodeParams {
+        mode: Mode::Strict,
+        n: 4,
+        k: 3,
+        gamma: 3,
+        draft_mass: None,
+    };
+    let cfg = BenchConfig {
+        decode,
+        ks: vec![3],
+        tune_users: 0,
+        max_n: 0,
+        tune_gamma: false,
+        users: 1,
+        warmup: 0,
+        history: 20,
+        seed: 0,
+    };
+    let report = run_bench(&ds, &target, &draft, &cfg, "cpu", |_, _| {}).unwrap();
+    let first_test_user = ds.test_samples(20)[0].user;
+    let ctx = ExplorerContext {
+        dataset: ds.clone(),
+        target: target.clone(),
+        drafts: vec![("d".to_string(), draft.clone())],
+        device: "cpu".into(),
+        params: Params { decode, draft: 0 },
+        seed: 0,
+        history: 20,
+        user: Some(first_test_user),
+    };
+    let (mut app, mut engine) = live_app(ctx).unwrap();
+    app.start();
+    let Some(Command::Decode {
+        generation,
+        user,
+        params,
+    }) = app.outbox.pop()
+    else {
+        panic!("the explorer asks for a decode first");
+    };
+    let run = engine.decode(user, &params).unwrap();
+    update(
+        &mut app,
+        Action::Engine(EngineEvent::Decoded {
+            generation,
+            user,
+            run: Box::new(run),
+            auto: false,
+        }),
+    );
+    let shown: &SpeedStats = app.stats().expect("the explorer recorded the user");
+    assert_eq!(shown.depth_acceptance(), report.per_k[0].depth_acceptance);
+    assert_eq!(shown.accepted_steps(), report.per_k[0].accepted_steps);
 }

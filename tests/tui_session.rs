@@ -1,6 +1,8 @@
 //! Record, save, load and replay a session through the public API, with no model: the teaching
 //! path `atspeed replay sessions/NAME.json` takes.
 
+#![cfg(feature = "tui")]
+
 use atspeed::decode::trace::Mode;
 use atspeed::session::{Session, UserRecord};
 use atspeed::tui::engine::Engine;
@@ -49,7 +51,7 @@ fn serve(app: &mut App, engine: &mut replay::ReplayEngine) {
     }
 }
 
-fn screen(app: &App, width: u16, height: u16) -> String {
+fn screen(app: &mut App, width: u16, height: u16) -> String {
     let mut term = Terminal::new(TestBackend::new(width, height)).unwrap();
     term.draw(|f| atspeed::tui::render(app, f)).unwrap();
     term.backend().to_string()
@@ -71,21 +73,24 @@ fn a_saved_session_replays_without_a_model() {
     update(&mut app, Action::RunToEnd);
     let c = app.current.as_ref().expect("the first user replays");
     assert_eq!(c.run, s.users[0].run);
-    let text = screen(&app, 120, 40);
+    let text = screen(&mut app, 120, 40);
     assert!(text.contains("REPLAY"), "{text}");
     assert!(text.contains("target-only list: identical"), "{text}");
 
     // The relaxed run of the same user was recorded too.
     update(&mut app, Action::ToggleMode);
     serve(&mut app, &mut engine);
-    assert_eq!(app.current.as_ref().unwrap().run.trace.mode, Mode::Relaxed);
+    assert_eq!(
+        app.current.as_ref().unwrap().run.trace.params.mode,
+        Mode::Relaxed
+    );
 
     // Parameters never recorded: a message, not a crash.
     update(&mut app, Action::IncN);
     serve(&mut app, &mut engine);
     assert!(app.current.is_none());
     assert!(app.status.contains("not recorded"), "{}", app.status);
-    assert!(screen(&app, 80, 24).contains("not recorded"));
+    assert!(screen(&mut app, 80, 24).contains("not recorded"));
 }
 
 #[test]
@@ -119,7 +124,7 @@ fn every_shipped_session_replays() {
         let session = Session::load(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(!session.users.is_empty(), "{}: no users", path.display());
         for rec in &session.users {
-            modes.insert(rec.run.trace.mode);
+            modes.insert(rec.run.trace.params.mode);
         }
         let (mut app, mut engine) = replay::replay_app(&session, path);
         app.start();
@@ -128,7 +133,7 @@ fn every_shipped_session_replays() {
             // Walk every phase of the user, drawing each, then finish it.
             for _ in 0..64 {
                 update(&mut app, Action::Step);
-                let _ = screen(&app, 80, 24);
+                let _ = screen(&mut app, 80, 24);
             }
             update(&mut app, Action::RunToEnd);
             let c = app
@@ -136,7 +141,7 @@ fn every_shipped_session_replays() {
                 .as_ref()
                 .unwrap_or_else(|| panic!("{}: {}", path.display(), app.status));
             assert!(!c.run.trace.beams.is_empty());
-            let text = screen(&app, 120, 40);
+            let text = screen(&mut app, 120, 40);
             assert!(text.contains("REPLAY"), "{text}");
             update(&mut app, Action::NextUser);
             serve(&mut app, &mut engine);
@@ -159,5 +164,5 @@ fn shipped_strict_session_snapshot() {
     app.start();
     serve(&mut app, &mut engine);
     update(&mut app, Action::RunToEnd);
-    insta::assert_snapshot!("shipped_strict_session_120x40", screen(&app, 120, 40));
+    insta::assert_snapshot!("shipped_strict_session_120x40", screen(&mut app, 120, 40));
 }

@@ -1,4 +1,4 @@
-//! A dataset folder in the reference layout (SPEC section 2): three sequence files, an identifier
+//! A dataset folder in the reference layout: three sequence files, an identifier
 //! index and optional titles, turned into samples (history + ground truth) for training, model
 //! selection and evaluation.
 
@@ -189,7 +189,7 @@ impl Dataset {
         match (uid as usize).checked_sub(1) {
             Some(u) if u < n => Ok(self.test_style(u, history)),
             _ => Err(Error::invalid(
-                "--user",
+                "user",
                 format!("user {uid} is not in 1..={n} ({})", self.name),
             )),
         }

@@ -133,7 +133,7 @@ fn test_samples_dedup_and_history() {
     assert!(u2.targets.is_empty());
     assert_eq!(u2.history, vec![4]);
     let err = ds.user_sample(4, 20).unwrap_err().to_string();
-    assert!(err.contains("--user") && err.contains('4'), "{err}");
+    assert!(err.contains("user") && err.contains('4'), "{err}");
     assert!(ds.user_sample(0, 20).is_err());
 }
 

@@ -54,7 +54,10 @@ pub fn sample_search<R: Rng>(
     search(target, auto, prompt, k, Some(rng))
 }
 
-pub(crate) fn check_prompt(prompt: &[u32], llm: &Llm) -> Result<()> {
+/// Checks what a search is given against the model: a non-empty prompt and a constraint whose
+/// tokens all exist in the model's vocabulary (a token beyond it would index past the model's
+/// log-probability rows).
+pub(crate) fn check_inputs(prompt: &[u32], auto: &PrefixAutomaton, llm: &Llm) -> Result<()> {
     if prompt.is_empty() {
         return Err(Error::invalid("prompt", "empty prompt"));
     }
@@ -63,6 +66,20 @@ pub(crate) fn check_prompt(prompt: &[u32], llm: &Llm) -> Result<()> {
         return Err(Error::invalid(
             "prompt",
             format!("token id {t} outside the model's vocabulary of {v}"),
+        ));
+    }
+    if auto.children(PrefixAutomaton::ROOT).is_empty() {
+        return Err(Error::invalid(
+            "constraint",
+            "no valid identifier to generate",
+        ));
+    }
+    if let Some(t) = auto.max_token().filter(|&t| t >= v) {
+        return Err(Error::invalid(
+            "constraint",
+            format!(
+                "identifier token id {t} outside the model's vocabulary of {v}: the model does not speak this dataset's codes"
+            ),
         ));
     }
     Ok(())
@@ -75,10 +92,8 @@ fn search<R: Rng>(
     k: usize,
     mut rng: Option<&mut R>,
 ) -> Result<BeamOutcome> {
-    if k == 0 {
-        return Err(Error::invalid("--k", "K must be at least 1"));
-    }
-    check_prompt(prompt, target)?;
+    super::params::check_k(k)?;
+    check_inputs(prompt, auto, target)?;
     let start = Instant::now();
     let (mut tree, root) = Tree::with_prompt(prompt);
     let mut state = ModelState::new(target);

@@ -5,6 +5,7 @@ use std::cmp::Ordering;
 
 use rand::Rng;
 
+use super::ranking::beam_order;
 use super::tree::{NodeId, Tree};
 use crate::ids::PrefixAutomaton;
 
@@ -55,14 +56,13 @@ pub fn extensions<'a>(
     out
 }
 
-/// Orders candidates best first: higher score, then the lexicographically smaller token
-/// sequence. The key does not depend on where a beam sits in a list, so two decoders holding the
-/// same beams in different orders still agree.
+/// Orders candidates best first by [`beam_order`].
 pub fn compare(a: &Cand, b: &Cand, paths: &[Vec<u32>]) -> Ordering {
-    b.score
-        .total_cmp(&a.score)
-        .then_with(|| paths[a.parent].cmp(&paths[b.parent]))
-        .then_with(|| a.token.cmp(&b.token))
+    // (parent path, token) compares like the extended sequence: all paths have one length.
+    beam_order(
+        (a.score, (&paths[a.parent], a.token)),
+        (b.score, (&paths[b.parent], b.token)),
+    )
 }
 
 /// The `k` best candidates, best first.

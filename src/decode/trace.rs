@@ -6,39 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// How drafted steps are verified.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Top-K verification: lossless, output equals the target's own beam search.
-    #[default]
-    Strict,
-    /// Sampling verification (accept if u <= p/q): approximately distribution-preserving.
-    Relaxed,
-}
-
-impl Mode {
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Strict => "strict",
-            Mode::Relaxed => "relaxed",
-        }
-    }
-}
-
-impl std::str::FromStr for Mode {
-    type Err = crate::Error;
-    fn from_str(s: &str) -> crate::Result<Self> {
-        match s {
-            "strict" => Ok(Mode::Strict),
-            "relaxed" => Ok(Mode::Relaxed),
-            _ => Err(crate::Error::invalid(
-                "--mode",
-                format!("unknown mode {s:?} (expected strict or relaxed)"),
-            )),
-        }
-    }
-}
+pub use super::params::{DecodeParams, Mode};
 
 /// What verification decided about one drafted token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,13 +161,27 @@ pub struct RoundTrace {
 /// One user decoded speculatively.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DecodeTrace {
-    pub mode: Mode,
-    pub n: usize,
-    pub k: usize,
-    pub gamma: usize,
+    /// The parameters it was decoded with (stored flat: `mode`, `n`, `k`, `gamma`, ...).
+    #[serde(flatten)]
+    pub params: DecodeParams,
     pub rounds: Vec<RoundTrace>,
     /// Final K beams, best first.
     pub beams: Vec<BeamView>,
+    /// Wall time of the whole decode (setup and every round), in milliseconds. Traces recorded
+    /// before it existed read back as 0; see [`DecodeTrace::speculative_ms`].
+    #[serde(default)]
+    pub wall_ms: f64,
+}
+
+impl RoundTrace {
+    /// Drafted depths the verifier examined: every accepted one, plus the one that failed.
+    pub fn examined(&self) -> usize {
+        if self.accepted < self.drafted {
+            self.accepted + 1
+        } else {
+            self.drafted
+        }
+    }
 }
 
 impl DecodeTrace {
@@ -212,6 +194,16 @@ impl DecodeTrace {
     pub fn draft_passes(&self) -> usize {
         self.rounds.iter().map(|r| r.draft_passes).sum()
     }
+    /// The time WS divides by: the decode's wall time (the sum of its rounds' times for traces
+    /// that did not record one).
+    pub fn speculative_ms(&self) -> f64 {
+        if self.wall_ms > 0.0 {
+            self.wall_ms
+        } else {
+            self.times().total_ms()
+        }
+    }
+
     pub fn times(&self) -> PhaseTimes {
         let mut t = PhaseTimes::default();
         for r in &self.rounds {

@@ -1,6 +1,6 @@
 //! The benchmark behind `atspeed bench`: target-only beam search and speculative decoding on the
 //! same users, alternating per user in one process so machine noise hits both alike, reduced to
-//! the paper's metrics (SPEC section 5) plus the pass-cost ceiling.
+//! the paper's metrics (defined in [`super::speed`] and [`super::metrics`]) plus the pass-cost ceiling.
 
 use std::collections::HashSet;
 use std::time::Instant;
@@ -9,21 +9,24 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use super::metrics::{RankingMetrics, CUTOFFS};
-use super::selftest::{compare_lists, ListMatch};
+use super::speed::{SpeedStats, UserSpeed};
 use super::tune::{shape_candidates, tune_width, tuning_samples, WidthChoice};
 use crate::data::{Dataset, Sample};
-use crate::decode::{beam_search, speculative, BeamOutcome, DecodeTrace, Mode, SpecParams};
+use crate::decode::{
+    beam_search, compare_lists, speculative, BeamOutcome, DecodeParams, DecodeTrace, ListMatch,
+    Mode, PhaseTimes, ScoreTolerance,
+};
 use crate::ids::{Identifier, ID_LEN};
 use crate::model::Llm;
-use crate::Result;
+use crate::{Error, Result};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BenchConfig {
-    pub mode: Mode,
+    /// Mode, N, gamma and adaptive width for every K (its `k` is ignored: see `ks`). N is the
+    /// drafted width for every K unless `tune_users` > 0.
+    #[serde(flatten)]
+    pub decode: DecodeParams,
     pub ks: Vec<usize>,
-    /// Drafted width for every K, unless `tune_users` > 0.
-    pub n: usize,
-    pub gamma: usize,
     /// When > 0, choose N per K by timing candidate widths on this many validation users
     /// before measuring (see [`super::tune`]).
     #[serde(default)]
@@ -34,9 +37,6 @@ pub struct BenchConfig {
     /// Whether the tuner also tries every drafted depth 1..=gamma.
     #[serde(default)]
     pub tune_gamma: bool,
-    /// Adaptive draft width (see [`SpecParams::draft_mass`]).
-    #[serde(default)]
-    pub draft_mass: Option<f32>,
     /// Test users to measure (the first ones of the test split); 0 means all.
     pub users: usize,
     /// Users decoded untimed first, so lazy initialisation does not count.
@@ -45,7 +45,8 @@ pub struct BenchConfig {
     pub seed: u64,
 }
 
-/// Everything measured for one K.
+/// Everything measured for one K. The speed figures follow the definitions of
+/// [`super::speed`].
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct KReport {
     pub k: usize,
@@ -58,11 +59,11 @@ pub struct KReport {
     #[serde(default)]
     pub width: Option<WidthChoice>,
     pub users: usize,
-    /// Walltime speedup as the ratio of total times.
+    /// WS as the ratio of total times.
     pub ws_total: f64,
-    /// Walltime speedup as the mean of per-user ratios (what the reference reports).
+    /// WS as the mean of per-user ratios (what the reference reports).
     pub ws_mean: f64,
-    /// Accepted drafted steps per user.
+    /// AS: accepted drafted steps per user.
     pub accepted_steps: f64,
     /// Acceptance rate of drafted depth 1, 2, 3 within a round (accepted / examined).
     pub depth_acceptance: Vec<f64>,
@@ -72,15 +73,10 @@ pub struct KReport {
     /// Mean milliseconds per user.
     pub baseline_ms: f64,
     pub speculative_ms: f64,
-    pub draft_ms: f64,
-    pub verify_ms: f64,
-    pub other_ms: f64,
-    /// The parts of `other_ms` spent in host-side search and in cache compaction (see
-    /// [`crate::decode::PhaseTimes`]).
-    #[serde(default)]
-    pub select_ms: f64,
-    #[serde(default)]
-    pub cache_ms: f64,
+    /// Mean time split per user (`draft_ms`, `verify_ms`, `other_ms` and, inside `other_ms`,
+    /// `select_ms` and `cache_ms`; see [`PhaseTimes`]).
+    #[serde(flatten)]
+    pub times: PhaseTimes,
     /// Mean cost of one speculative target pass and one draft pass (ms).
     pub target_pass_ms: f64,
     pub draft_pass_ms: f64,
@@ -93,16 +89,23 @@ pub struct KReport {
     pub bound: f64,
     /// Share of the speculative time outside model passes (trie, top-k, masks, cache upkeep).
     pub other_fraction: f64,
-    /// Target-only target passes over speculative target passes: what a memory-bound device
-    /// turns into speed.
+    /// Target-pass ratio (ratio of totals): what a memory-bound device turns into speed.
     pub target_pass_ratio: f64,
     /// Users whose speculative list equals the target-only list item for item.
     pub identical_fraction: f64,
-    /// Users whose lists differ only by swapping items whose scores agree to 1e-5: float
-    /// near-ties between the tree pass and the incremental passes (SPEC section 4). In strict
-    /// mode identical + near-tie must be 1.0; anything else is a bug.
+    /// Users whose lists differ only at ranks where the scores agree within the tolerance: float
+    /// near-ties between the tree pass and the incremental passes (see
+    /// [`crate::decode::ranking`]). In strict mode identical + near-tie must be 1.0; anything else
+    /// is a bug.
     #[serde(default)]
     pub near_tie_fraction: f64,
+    /// Largest |score difference| of a beam present in both lists, over all users: how far the
+    /// tree pass and the incremental passes drifted.
+    #[serde(default)]
+    pub max_score_deviation: f64,
+    /// The tolerance the lists were judged with.
+    #[serde(default)]
+    pub tolerance: Option<ScoreTolerance>,
     pub speculative_metrics: RankingMetrics,
     pub baseline_metrics: RankingMetrics,
 }
@@ -123,116 +126,88 @@ pub struct BenchReport {
 }
 
 /// Accumulates per-user measurements for one K.
-#[derive(Default)]
 struct Acc {
     r: KReport,
-    base_ms: Vec<f64>,
-    spec_ms: Vec<f64>,
-    depth_examined: [usize; ID_LEN],
-    depth_accepted: [usize; ID_LEN],
+    speed: SpeedStats,
+    tol: ScoreTolerance,
     identical: usize,
     near_ties: usize,
 }
 
 impl Acc {
-    fn add(
-        &mut self,
-        base: &BeamOutcome,
-        base_ms: f64,
-        trace: &DecodeTrace,
-        spec_ms: f64,
-        truth: &[Identifier],
-    ) {
-        self.base_ms.push(base_ms);
-        self.spec_ms.push(spec_ms);
-        let r = &mut self.r;
-        r.users += 1;
-        r.accepted_steps += trace.accepted_steps() as f64;
-        r.baseline_target_passes += base.target_passes as f64;
-        r.target_passes += trace.target_passes() as f64;
-        r.draft_passes += trace.draft_passes() as f64;
-        let t = trace.times();
-        r.draft_ms += t.draft_ms;
-        r.verify_ms += t.verify_ms;
-        r.other_ms += t.other_ms;
-        r.select_ms += t.select_ms;
-        r.cache_ms += t.cache_ms;
-        for round in &trace.rounds {
-            let examined = if round.accepted < round.drafted {
-                round.accepted + 1
-            } else {
-                round.drafted
-            };
-            for d in 0..examined {
-                self.depth_examined[d] += 1;
-                if d < round.accepted {
-                    self.depth_accepted[d] += 1;
-                }
-            }
+    fn new(params: &DecodeParams, width: Option<WidthChoice>, tol: ScoreTolerance) -> Acc {
+        Acc {
+            r: KReport {
+                k: params.k,
+                n: params.n,
+                gamma: params.gamma,
+                width,
+                tolerance: Some(tol),
+                ..Default::default()
+            },
+            speed: SpeedStats::default(),
+            tol,
+            identical: 0,
+            near_ties: 0,
         }
+    }
+
+    fn add(&mut self, user: u32, base: &BeamOutcome, trace: &DecodeTrace, truth: &[Identifier]) {
+        self.speed.record(UserSpeed::new(
+            user,
+            trace,
+            base.time_ms,
+            base.target_passes,
+        ));
+        let cmp = compare_lists(&trace.beams, &base.beams, self.tol);
+        match cmp.verdict {
+            ListMatch::Identical => self.identical += 1,
+            ListMatch::NearTie => self.near_ties += 1,
+            ListMatch::Different => {}
+        }
+        self.r.max_score_deviation = self.r.max_score_deviation.max(cmp.max_deviation as f64);
         let ids = |v: &[crate::decode::BeamView]| -> Vec<Identifier> {
             v.iter()
                 .filter_map(|b| b.tokens.clone().try_into().ok())
                 .collect()
         };
-        let spec_ids = ids(&trace.beams);
-        let base_ids = ids(&base.beams);
-        match compare_lists(&trace.beams, &base.beams, 1e-5) {
-            ListMatch::Identical => self.identical += 1,
-            ListMatch::NearTie => self.near_ties += 1,
-            ListMatch::Different => {}
-        }
-        r.speculative_metrics.add(&spec_ids, truth);
-        r.baseline_metrics.add(&base_ids, truth);
+        self.r.speculative_metrics.add(&ids(&trace.beams), truth);
+        self.r.baseline_metrics.add(&ids(&base.beams), truth);
     }
 
-    fn finish(mut self) -> KReport {
-        let n = self.r.users.max(1) as f64;
-        let r = &mut self.r;
-        let base_total: f64 = self.base_ms.iter().sum();
-        let spec_total: f64 = self.spec_ms.iter().sum();
-        r.ws_total = base_total / spec_total.max(1e-12);
-        r.ws_mean = self
-            .base_ms
-            .iter()
-            .zip(&self.spec_ms)
-            .map(|(b, s)| b / s.max(1e-12))
-            .sum::<f64>()
-            / n;
-        r.target_pass_ms = r.verify_ms / r.target_passes.max(1.0);
-        r.draft_pass_ms = r.draft_ms / r.draft_passes.max(1.0);
-        r.target_pass_ratio = r.baseline_target_passes / r.target_passes.max(1.0);
-        for v in [
-            &mut r.accepted_steps,
-            &mut r.baseline_target_passes,
-            &mut r.target_passes,
-            &mut r.draft_passes,
-            &mut r.draft_ms,
-            &mut r.verify_ms,
-            &mut r.other_ms,
-            &mut r.select_ms,
-            &mut r.cache_ms,
-        ] {
-            *v /= n;
-        }
-        r.baseline_ms = base_total / n;
-        r.speculative_ms = spec_total / n;
-        r.bound = r.baseline_ms / (r.draft_ms + r.verify_ms).max(1e-12);
-        r.other_fraction = 1.0 - (r.draft_ms + r.verify_ms) / r.speculative_ms.max(1e-12);
+    fn finish(self) -> KReport {
+        let s = &self.speed;
+        let n = s.len() as f64;
+        let mut r = self.r;
+        r.users = s.len();
+        r.ws_total = s.ws_total();
+        r.ws_mean = s.ws_mean();
+        r.accepted_steps = s.accepted_steps();
+        r.depth_acceptance = s.depth_acceptance();
+        r.baseline_target_passes = s.mean_baseline_target_passes();
+        r.target_passes = s.mean_target_passes();
+        r.draft_passes = s.mean_draft_passes();
+        r.target_pass_ratio = s.target_pass_ratio();
+        r.times = s.mean_times();
+        r.baseline_ms = s.mean_baseline_ms();
+        r.speculative_ms = s.mean_speculative_ms();
+        let t = &r.times;
+        r.target_pass_ms = t.verify_ms / r.target_passes.max(1e-12);
+        r.draft_pass_ms = t.draft_ms / r.draft_passes.max(1e-12);
+        r.bound = r.baseline_ms / (t.draft_ms + t.verify_ms).max(1e-12);
+        r.other_fraction = 1.0 - (t.draft_ms + t.verify_ms) / r.speculative_ms.max(1e-12);
         let (tp, dp) = full_acceptance_passes(r.gamma);
         r.ceiling =
             r.baseline_ms / (tp as f64 * r.target_pass_ms + dp as f64 * r.draft_pass_ms).max(1e-12);
-        r.depth_acceptance = (0..ID_LEN - 1)
-            .map(|d| self.depth_accepted[d] as f64 / self.depth_examined[d].max(1) as f64)
-            .collect();
-        r.identical_fraction = self.identical as f64 / n;
-        r.near_tie_fraction = self.near_ties as f64 / n;
-        self.r
+        r.identical_fraction = self.identical as f64 / n.max(1.0);
+        r.near_tie_fraction = self.near_ties as f64 / n.max(1.0);
+        r
     }
 }
 
-/// Target and draft passes per user if every drafted step were accepted, under SPEC section 4's
-/// round structure: gamma 3 costs 1 target pass and 3 draft passes; gamma 1 and 2 cost 2 of each.
+/// Target and draft passes per user if every drafted step were accepted, under the round
+/// structure of [`crate::decode`]: gamma 3 costs 1 target pass and 3 draft passes; gamma 1 and 2
+/// cost 2 of each.
 pub fn full_acceptance_passes(gamma: usize) -> (usize, usize) {
     let gamma = gamma.max(1);
     let (mut target, mut draft, mut depth) = (0, 0, 0);
@@ -261,22 +236,21 @@ pub fn run_bench(
     if samples.is_empty() {
         // Without this, zero users read as "identical fraction 0" and strict mode reports a
         // mismatch that never happened.
-        return Err(crate::Error::data(
+        return Err(Error::data(
             data.dir.join(crate::data::SPLIT_FILES[2]),
             "no user has a test item: nothing to benchmark",
         ));
     }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
-    let params_for = |k: usize, n: usize, gamma: usize| SpecParams {
-        mode: cfg.mode,
-        n,
+    let params_for = |k: usize, n: usize, gamma: usize| DecodeParams {
         k,
+        n,
         gamma,
-        draft_mass: cfg.draft_mass,
+        ..cfg.decode
     };
     for &k in &cfg.ks {
-        let n = if cfg.tune_users == 0 { cfg.n } else { k };
-        params_for(k, n, cfg.gamma).validate()?;
+        let n = if cfg.tune_users == 0 { cfg.decode.n } else { k };
+        params_for(k, n, cfg.decode.gamma).validate()?;
     }
     let tuning: Vec<Vec<u32>> = if cfg.tune_users > 0 {
         let measured: HashSet<u32> = samples.iter().map(|s| s.user).collect();
@@ -288,11 +262,12 @@ pub fn run_bench(
         Vec::new()
     };
     if cfg.tune_users > 0 && tuning.is_empty() {
-        return Err(crate::Error::data(
-            data.dir.join(crate::data::SPLIT_FILES[1]),
+        return Err(Error::invalid(
+            "users",
             format!(
-                "no validation item among the {} users not measured: nothing to tune the drafted \
-                 width on (measure fewer with --users)",
+                "no validation item ({}) among the {} users not measured: nothing to tune the \
+                 drafted width on; measure fewer users",
+                data.dir.join(crate::data::SPLIT_FILES[1]).display(),
                 data.num_users() - samples.len()
             ),
         ));
@@ -307,10 +282,11 @@ pub fn run_bench(
     // Warm-up: first-use costs (allocations, kernel compilation on GPU) out of the timings.
     for s in samples.iter().take(cfg.warmup) {
         let prompt = data.prompt(&s.history);
-        let p = params_for(cfg.ks[0], cfg.n.max(cfg.ks[0]), cfg.gamma);
+        let p = cfg.decode.with_k(cfg.ks[0]);
         beam_search(target, &data.trie, &prompt, p.k)?;
         speculative(target, draft, &data.trie, &prompt, &p, &mut rng)?;
     }
+    let tol = ScoreTolerance::for_dtype(target.model.dtype());
     let total = samples.len() * cfg.ks.len();
     let mut done = 0;
     let mut per_k = Vec::new();
@@ -320,9 +296,9 @@ pub fn run_bench(
         } else {
             // Deeper than L - 1 drafts the same as L - 1.
             let gammas: Vec<usize> = if cfg.tune_gamma {
-                (1..=cfg.gamma.min(ID_LEN - 1)).collect()
+                (1..=cfg.decode.gamma.min(ID_LEN - 1)).collect()
             } else {
-                vec![cfg.gamma]
+                vec![cfg.decode.gamma]
             };
             let cands = shape_candidates(k, cfg.max_n, &gammas);
             log::info!(
@@ -330,7 +306,7 @@ pub fn run_bench(
                 cands.len(),
                 tuning.len()
             );
-            let base = params_for(k, k, cfg.gamma);
+            let base = params_for(k, k, cfg.decode.gamma);
             Some(tune_width(
                 target,
                 draft,
@@ -352,34 +328,24 @@ pub fn run_bench(
         }
         let params = match &width {
             Some(w) => params_for(k, w.n, w.gamma),
-            None => params_for(k, cfg.n, cfg.gamma),
+            None => params_for(k, cfg.decode.n, cfg.decode.gamma),
         };
-        let mut acc = Acc::default();
-        acc.r.k = k;
-        acc.r.n = params.n;
-        acc.r.gamma = params.gamma;
-        acc.r.width = width;
+        let mut acc = Acc::new(&params, width, tol);
         for (i, s) in samples.iter().enumerate() {
             let prompt = data.prompt(&s.history);
-            let run_base = || -> Result<(BeamOutcome, f64)> {
-                let t = Instant::now();
-                let b = beam_search(target, &data.trie, &prompt, k)?;
-                Ok((b, t.elapsed().as_secs_f64() * 1e3))
-            };
-            let run_spec = |rng: &mut rand_chacha::ChaCha8Rng| -> Result<(DecodeTrace, f64)> {
-                let t = Instant::now();
-                let tr = speculative(target, draft, &data.trie, &prompt, &params, rng)?;
-                Ok((tr, t.elapsed().as_secs_f64() * 1e3))
+            let run_base = || beam_search(target, &data.trie, &prompt, k);
+            let run_spec = |rng: &mut rand_chacha::ChaCha8Rng| {
+                speculative(target, draft, &data.trie, &prompt, &params, rng)
             };
             // Alternate which runs first so drift (thermal, caches) does not favour one side.
-            let ((base, bms), (trace, sms)) = if i % 2 == 0 {
+            let (base, trace) = if i % 2 == 0 {
                 let b = run_base()?;
                 (b, run_spec(&mut rng)?)
             } else {
-                let s = run_spec(&mut rng)?;
-                (run_base()?, s)
+                let t = run_spec(&mut rng)?;
+                (run_base()?, t)
             };
-            acc.add(&base, bms, &trace, sms, &s.targets);
+            acc.add(s.user, &base, &trace, &s.targets);
             done += 1;
             progress(done, total);
         }
@@ -400,6 +366,26 @@ pub fn run_bench(
 }
 
 impl BenchReport {
+    /// In strict mode every speculative list must be the target's own (identical, or a float
+    /// near-tie within the stated tolerance); anything else is a bug, reported as an error.
+    /// Relaxed lists are samples and always pass.
+    pub fn strict_verdict(&self) -> Result<()> {
+        if self.config.decode.mode != Mode::Strict {
+            return Ok(());
+        }
+        match self
+            .per_k
+            .iter()
+            .find(|r| r.identical_fraction + r.near_tie_fraction < 1.0 - 1e-12)
+        {
+            Some(r) => Err(Error::Failed(format!(
+                "strict mode produced a list different from target-only beam search for K={} (identical {:.4}, near-ties {:.4}, largest score deviation {:.2e})",
+                r.k, r.identical_fraction, r.near_tie_fraction, r.max_score_deviation
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// The table `atspeed bench` prints (markdown, so it pastes into notes as is).
     pub fn table(&self) -> String {
         let mut s = format!(
@@ -408,20 +394,21 @@ impl BenchReport {
             self.target,
             self.draft,
             self.device,
-            self.config.mode.name(),
+            self.config.decode.mode.name(),
             if self.config.tune_users > 0 {
                 format!(
                     "tuned per K (up to {}, on {} validation users)",
                     self.config.max_n, self.config.tune_users
                 )
             } else {
-                self.config.n.to_string()
+                self.config.decode.n.to_string()
             },
             self.config
+                .decode
                 .draft_mass
                 .map(|m| format!(" (adaptive, mass {m})"))
                 .unwrap_or_default(),
-            self.config.gamma,
+            self.config.decode.gamma,
             if self.config.tune_gamma {
                 " at most, tuned per K"
             } else {
@@ -454,9 +441,9 @@ impl BenchReport {
                 r.draft_passes,
                 r.baseline_ms,
                 r.speculative_ms,
-                r.draft_ms,
-                r.verify_ms,
-                r.other_ms,
+                r.times.draft_ms,
+                r.times.verify_ms,
+                r.times.other_ms,
                 r.identical_fraction,
                 if r.near_tie_fraction > 0.0 {
                     format!(" (+{:.3})", r.near_tie_fraction)
@@ -490,14 +477,27 @@ impl BenchReport {
                 format!(
                     "K={} {:.2} = {:.2} search + {:.2} cache + {:.2} rest",
                     r.k,
-                    r.other_ms,
-                    r.select_ms,
-                    r.cache_ms,
-                    (r.other_ms - r.select_ms - r.cache_ms).max(0.0)
+                    r.times.other_ms,
+                    r.times.select_ms,
+                    r.times.cache_ms,
+                    (r.times.other_ms - r.times.select_ms - r.times.cache_ms).max(0.0)
                 )
             })
             .collect();
         s.push_str(&format!("non-model ms per user: {}\n", host.join("; ")));
+        let dev: Vec<String> = self
+            .per_k
+            .iter()
+            .map(|r| format!("K={} {:.2e}", r.k, r.max_score_deviation))
+            .collect();
+        if let Some(t) = self.per_k.first().and_then(|r| r.tolerance) {
+            s.push_str(&format!(
+                "largest score deviation between the two lists' common beams: {}; near-tie tolerance {:.0e} + {:.0e} x |score|\n",
+                dev.join(", "),
+                t.abs,
+                t.rel
+            ));
+        }
         let tune_gamma = self.config.tune_gamma;
         let shape = |n: usize, gamma: usize| {
             if tune_gamma {
@@ -555,7 +555,7 @@ impl BenchReport {
     }
 }
 
-/// Wall time of single passes of one model, in the shapes decoding uses (SPEC section 7):
+/// Wall time of single passes of one model, in the shapes decoding uses:
 /// a prompt prefill, a 20-beam step over a cached prompt, and the first speculative round's
 /// fused pass (prompt plus a 120-token tree: N = 40 over three depths). Median of `reps`,
 /// log-probs copied to the host as decoding does.

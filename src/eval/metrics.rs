@@ -1,4 +1,4 @@
-//! Ranking metrics (SPEC section 5): Recall@n and NDCG@n over identifiers.
+//! Ranking metrics: Recall@n and NDCG@n over identifiers.
 //!
 //! Metrics compare identifiers, not items: a generated identifier shared by several items counts
 //! once, and a ranked list that repeats an identifier (possible without the trie constraint)
@@ -71,7 +71,7 @@ pub struct RankingMetrics {
 }
 
 impl RankingMetrics {
-    /// Adds one user's ranked list. Users with an empty ground truth are not counted (the SPEC
+    /// Adds one user's ranked list. Users with an empty ground truth are not counted (the paper
     /// averages over users with non-empty ground truth).
     pub fn add(&mut self, ranked: &[Identifier], truth: &[Identifier]) {
         if truth.is_empty() {

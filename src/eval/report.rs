@@ -17,10 +17,10 @@ pub fn load_report(path: &Path) -> Result<BenchReport> {
     // Reports written before N and gamma were recorded per K used the config's for every K.
     for k in &mut r.per_k {
         if k.n == 0 {
-            k.n = r.config.n;
+            k.n = r.config.decode.n;
         }
         if k.gamma == 0 {
-            k.gamma = r.config.gamma;
+            k.gamma = r.config.decode.gamma;
         }
     }
     Ok(r)
@@ -32,7 +32,7 @@ pub fn table1(reports: &[(String, BenchReport)]) -> String {
     for mode in ["strict", "relaxed"] {
         let rows: Vec<&(String, BenchReport)> = reports
             .iter()
-            .filter(|(_, r)| r.config.mode.name() == mode)
+            .filter(|(_, r)| r.config.decode.mode.name() == mode)
             .collect();
         let Some((_, first)) = rows.first() else {
             continue;
@@ -48,7 +48,10 @@ pub fn table1(reports: &[(String, BenchReport)]) -> String {
                 }
             )
         } else {
-            format!("N={}, gamma={}", first.config.n, first.config.gamma)
+            format!(
+                "N={}, gamma={}",
+                first.config.decode.n, first.config.decode.gamma
+            )
         };
         out.push_str(&format!(
             "\n{mode} verification ({} users, {shape}, {})\n\n| draft |",

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use super::bench::{run_bench, BenchConfig, BenchReport};
 use crate::data::Dataset;
 use crate::decode::tree::{ModelState, Rows, Tree};
-use crate::decode::{beam_search, speculative, BeamView, Mode, SpecParams};
+use crate::decode::{
+    beam_search, compare_lists, speculative, DecodeParams, ListMatch, Mode, ScoreTolerance,
+};
 use crate::model::Llm;
 use crate::Result;
 
@@ -28,9 +30,14 @@ pub struct ExactCheck {
     pub users: usize,
     /// Lists identical item for item.
     pub identical: usize,
-    /// Lists that differ only by swapping items whose scores are within 1e-5 (float near-ties
-    /// between the tree pass and the incremental passes).
+    /// Lists that differ only at ranks whose scores agree within the tolerance (float near-ties
+    /// between the tree pass and the incremental passes; see [`crate::decode::ranking`]).
     pub near_ties: usize,
+    /// Largest |score difference| of a beam in both lists.
+    #[serde(default)]
+    pub max_score_deviation: f32,
+    #[serde(default)]
+    pub tolerance: Option<ScoreTolerance>,
     pub pass: bool,
 }
 
@@ -45,6 +52,46 @@ pub struct SelftestReport {
 impl SelftestReport {
     pub fn pass(&self) -> bool {
         self.logits.pass && self.exact.pass
+    }
+
+    /// The verdict as a result: a failed check is an error naming the device.
+    pub fn verdict(&self) -> Result<()> {
+        if self.pass() {
+            Ok(())
+        } else {
+            Err(crate::Error::Failed(format!(
+                "selftest failed on {}",
+                self.device
+            )))
+        }
+    }
+}
+
+impl std::fmt::Display for SelftestReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verdict = |ok: bool| if ok { "PASS" } else { "FAIL" };
+        let (l, e) = (&self.logits, &self.exact);
+        writeln!(f, "selftest on {} ({})", self.device, l.dtype)?;
+        writeln!(
+            f,
+            "  logits vs CPU f32 over {} users: max abs {:.2e}, max rel {:.2e}, tolerance {:.1e} abs  {}",
+            l.users, l.max_abs, l.max_rel, l.tolerance_abs, verdict(l.pass)
+        )?;
+        let tol = e
+            .tolerance
+            .map(|t| {
+                format!(
+                    ", near-tie tolerance {:.0e} + {:.0e} x |score|",
+                    t.abs, t.rel
+                )
+            })
+            .unwrap_or_default();
+        writeln!(
+            f,
+            "  strict == target-only on {} users (N 40, K 20, gamma 3): {} identical, {} float near-ties, largest score deviation {:.2e}{tol}  {}",
+            e.users, e.identical, e.near_ties, e.max_score_deviation, verdict(e.pass)
+        )?;
+        write!(f, "{}", self.bench.table())
     }
 }
 
@@ -100,17 +147,20 @@ pub fn check_exact(
     target: &Llm,
     draft: &Llm,
     users: usize,
-    params: &SpecParams,
+    params: &DecodeParams,
 ) -> Result<ExactCheck> {
     let samples = data.test_samples(crate::data::DEFAULT_HISTORY);
     let n = users.min(samples.len());
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let (mut identical, mut near) = (0, 0);
+    let tol = ScoreTolerance::for_dtype(target.model.dtype());
+    let (mut identical, mut near, mut dev) = (0, 0, 0f32);
     for s in samples.iter().take(n) {
         let prompt = data.prompt(&s.history);
         let base = beam_search(target, &data.trie, &prompt, params.k)?;
         let spec = speculative(target, draft, &data.trie, &prompt, params, &mut rng)?;
-        match compare_lists(&spec.beams, &base.beams, 1e-5) {
+        let cmp = compare_lists(&spec.beams, &base.beams, tol);
+        dev = dev.max(cmp.max_deviation);
+        match cmp.verdict {
             ListMatch::Identical => identical += 1,
             ListMatch::NearTie => near += 1,
             ListMatch::Different => {}
@@ -120,31 +170,11 @@ pub fn check_exact(
         users: n,
         identical,
         near_ties: near,
-        pass: identical + near == n,
+        max_score_deviation: dev,
+        tolerance: Some(tol),
+        // No users checked is no evidence: it fails rather than passing vacuously.
+        pass: n > 0 && identical + near == n,
     })
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ListMatch {
-    Identical,
-    /// Same scores rank by rank (within the tolerance), different items: a float near-tie.
-    NearTie,
-    Different,
-}
-
-pub fn compare_lists(a: &[BeamView], b: &[BeamView], tol: f32) -> ListMatch {
-    if a.len() != b.len()
-        || a.iter()
-            .zip(b)
-            .any(|(x, y)| (x.score - y.score).abs() > tol)
-    {
-        return ListMatch::Different;
-    }
-    if a.iter().zip(b).all(|(x, y)| x.tokens == y.tokens) {
-        ListMatch::Identical
-    } else {
-        ListMatch::NearTie
-    }
 }
 
 /// Runs all checks. `reference_*` are the CPU f32 copies used for the logit comparison.
@@ -159,20 +189,14 @@ pub fn run_selftest(
     bench_users: usize,
 ) -> Result<SelftestReport> {
     let logits = check_logits(data, reference_target, target, 20)?;
-    let params = SpecParams {
-        mode: Mode::Strict,
-        n: 40,
-        k: 20,
-        gamma: 3,
-        draft_mass: None,
-    };
+    let params = DecodeParams::default();
     let exact = check_exact(data, target, draft, users, &params)?;
     let cfg = BenchConfig {
-        mode: Mode::Strict,
+        decode: DecodeParams {
+            mode: Mode::Strict,
+            ..params
+        },
         ks: vec![1, 20],
-        n: 40,
-        gamma: 3,
-        draft_mass: None,
         tune_users: 0,
         max_n: 0,
         tune_gamma: false,

@@ -16,7 +16,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Sample;
-use crate::decode::{speculative, SpecParams};
+use crate::decode::{speculative, DecodeParams};
 use crate::ids::PrefixAutomaton;
 use crate::model::Llm;
 use crate::Result;
@@ -66,13 +66,13 @@ pub fn tune_width(
     draft: &Llm,
     auto: &PrefixAutomaton,
     prompts: &[Vec<u32>],
-    base: &SpecParams,
+    base: &DecodeParams,
     candidates: &[(usize, usize)],
     seed: u64,
 ) -> Result<WidthChoice> {
-    let params: Vec<SpecParams> = candidates
+    let params: Vec<DecodeParams> = candidates
         .iter()
-        .map(|&(n, gamma)| SpecParams { n, gamma, ..*base })
+        .map(|&(n, gamma)| DecodeParams { n, gamma, ..*base })
         .collect();
     for p in &params {
         p.validate()?;

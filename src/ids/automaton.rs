@@ -75,6 +75,11 @@ impl PrefixAutomaton {
         Some(s)
     }
 
+    /// The largest token id any state allows, or `None` for an empty automaton.
+    pub fn max_token(&self) -> Option<u32> {
+        self.children.iter().flatten().map(|&(t, _)| t).max()
+    }
+
     pub fn num_states(&self) -> usize {
         self.children.len()
     }

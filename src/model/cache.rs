@@ -40,10 +40,6 @@ impl KvCache {
         self.len() == 0
     }
 
-    pub fn clear(&mut self) {
-        self.lens.iter_mut().for_each(|l| *l = 0);
-    }
-
     /// Appends this pass's keys and values for `layer`, returning views of everything cached
     /// for it (earlier entries first).
     pub(crate) fn extend(
@@ -123,16 +119,6 @@ impl KvCache {
                 }
             }
             *len = entries.len();
-        }
-        Ok(())
-    }
-
-    /// Gathers batch rows (beam reordering in a one-row-per-beam layout).
-    pub fn select_rows(&mut self, rows: &[u32]) -> Result<()> {
-        for (kb, vb) in self.layers.iter_mut().flatten() {
-            let idx = Tensor::from_slice(rows, rows.len(), kb.device())?;
-            *kb = kb.index_select(&idx, 0)?;
-            *vb = vb.index_select(&idx, 0)?;
         }
         Ok(())
     }

@@ -138,7 +138,7 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
         "f16" | "float16" => Ok(DType::F16),
         "bf16" | "bfloat16" => Ok(DType::BF16),
         _ => Err(Error::invalid(
-            "--dtype",
+            "dtype",
             format!("unknown dtype {s:?} (f32, f16, bf16)"),
         )),
     }

@@ -132,6 +132,44 @@ impl Llm {
         )
     }
 
+    /// What `atspeed inspect` prints about a checkpoint.
+    pub fn summary(&self) -> String {
+        let c = self.config();
+        let mut s = String::new();
+        if let Some(dir) = &self.dir {
+            s.push_str(&format!("checkpoint {}\n", dir.display()));
+        }
+        s.push_str(&format!(
+            "  architecture   {} ({})\n",
+            c.architectures.join(", "),
+            c.model_type
+        ));
+        s.push_str(&format!(
+            "  shape          {} layers, hidden {}, intermediate {}, {} heads ({} key/value heads)\n",
+            c.num_hidden_layers,
+            c.hidden_size,
+            c.intermediate_size,
+            c.num_attention_heads,
+            c.kv_heads()
+        ));
+        s.push_str(&format!(
+            "  parameters     {} ({})\n",
+            self.num_params(),
+            human_count(self.num_params())
+        ));
+        s.push_str(&format!("  stored dtype   {}\n", c.torch_dtype));
+        s.push_str(&format!(
+            "  vocabulary     {} tokens ({} prompt style)\n",
+            c.vocab_size, c.prompt_style
+        ));
+        s.push_str(&format!(
+            "  positions      up to {}, rope theta {}\n",
+            c.max_position_embeddings, c.rope_theta
+        ));
+        s.push_str(&format!("  tied embedding {}", c.tie_word_embeddings));
+        s
+    }
+
     /// Writes the checkpoint folder (config.json, model.safetensors, tokenizer.json).
     pub fn save(&self, dir: &Path, dtype: DType) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;

@@ -1,4 +1,4 @@
-//! Draft alignment (SPEC section 6): a small draft trained with
+//! Draft alignment: a small draft trained with
 //! `(1 - alpha) * L_rec + alpha * L_align`, where L_align is one of the objectives of
 //! [`super::losses`]. The target is frozen; its next-token distributions are recomputed in every
 //! step by a forward pass over the same tree batch (detached), so only its beams are stored.
@@ -86,7 +86,7 @@ impl FromStr for AlignMethod {
             .find(|m| m.name() == wanted)
             .ok_or_else(|| {
                 Error::invalid(
-                    "--method",
+                    "method",
                     format!(
                         "unknown method '{s}' (expected sft, wordkd, tvdkd, seqkd, atspeed-s, \
                          atspeed-r)"
@@ -174,22 +174,19 @@ impl AlignConfig {
     fn validate(&self) -> Result<()> {
         let bad = |flag: &str, msg: String| Err(Error::invalid(flag, msg));
         if !(0.0..=1.0).contains(&self.alpha) {
-            return bad("--alpha", format!("must be in [0, 1], not {}", self.alpha));
+            return bad("alpha", format!("must be in [0, 1], not {}", self.alpha));
         }
         if !(0.0..=1.0).contains(&self.lambda) {
-            return bad(
-                "--lambda",
-                format!("must be in [0, 1], not {}", self.lambda),
-            );
+            return bad("lambda", format!("must be in [0, 1], not {}", self.lambda));
         }
         if !(self.temperature > 0.0 && self.temperature.is_finite()) {
             return bad(
-                "--temperature",
+                "temperature",
                 format!("must be positive, not {}", self.temperature),
             );
         }
         if self.k == 0 || self.optim.batch_size == 0 || self.history == 0 {
-            return bad("--k/--batch-size/--history", "must be at least 1".into());
+            return bad("k, batch_size and history", "must be at least 1".into());
         }
         Ok(())
     }
@@ -213,7 +210,7 @@ pub fn align_draft(
     check_target_vocab(target, data)?;
     if cfg.method.needs_teacher() && teacher.is_none() {
         return Err(Error::invalid(
-            "--teacher",
+            "teacher",
             format!(
                 "method {} trains on teacher beams: build them first",
                 cfg.method
@@ -296,7 +293,7 @@ fn teacher_samples(
     }
     if cfg.method.needs_teacher() && t.k < cfg.k {
         return Err(Error::invalid(
-            "--k",
+            "k",
             format!(
                 "the teacher file has K = {} beams per sample, fewer than K = {}",
                 t.k, cfg.k
@@ -492,7 +489,7 @@ impl AlignTask<'_> {
     /// (`p` absent for the methods that do not read it), `labels` the sequences' tokens.
     fn level_loss(&self, p: Option<&Tensor>, q: &Tensor, labels: &[u32]) -> Result<Tensor> {
         let (t, k) = (self.cfg.temperature, self.cfg.k);
-        let p = || p.ok_or_else(|| Error::invalid("--method", "target logits missing"));
+        let p = || p.ok_or_else(|| Error::invalid("method", "target logits missing"));
         match self.cfg.method {
             AlignMethod::Sft => Ok(Tensor::zeros((), DType::F32, &self.device)?),
             AlignMethod::WordKd => losses::word_kd(p()?, q, t),

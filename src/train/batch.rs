@@ -5,7 +5,7 @@
 //! prompt once, followed by every distinct identifier prefix of length 1..L-1 as a tree node
 //! (the last identifier token is only ever predicted, never fed). A node attends to the prompt,
 //! its ancestors and itself, and sits at position `prompt_len - 1 + depth`, exactly as in
-//! speculative verification (SPEC section 4), so one pass yields the next-token logits of every
+//! speculative verification, so one pass yields the next-token logits of every
 //! sequence at every level. Plain target training is the special case of one sequence per row.
 //!
 //! Rows have different lengths (users with fewer than H history items, different trees), so they
@@ -180,7 +180,7 @@ impl TreeBatch {
         let max = model.config().max_position_embeddings as u32;
         if self.max_position >= max {
             return Err(Error::invalid(
-                "--history",
+                "history",
                 format!(
                     "position {} exceeds the model's max_position_embeddings {max}",
                     self.max_position

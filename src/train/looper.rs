@@ -222,7 +222,7 @@ fn check_resumable(saved: &TrainerState, now: &TrainerState, path: &Path) -> Res
     };
     match mismatch {
         Some(m) => Err(Error::invalid(
-            "--resume",
+            "resume",
             format!("cannot resume from {}: {m}", path.display()),
         )),
         None => Ok(()),
@@ -286,7 +286,10 @@ fn run_epoch(
         if !value.is_finite() {
             return Err(Error::invalid(
                 "training",
-                format!("loss became {value} at step {} (try a lower --lr)", st.step),
+                format!(
+                    "loss became {value} at step {} (try a lower learning rate)",
+                    st.step
+                ),
             ));
         }
         opt.step(&loss.backward()?, lr, s.clip_norm)?;

@@ -1,10 +1,10 @@
-//! The training objectives (SPEC section 6), one function each.
+//! The training objectives, one function each.
 //!
 //! Every alignment loss takes the logits of one identifier level restricted to the tokens allowed
 //! at that level, A_t, shaped `[rows, |A_t|]`: `p_logits` from the frozen target, `q_logits` from
 //! the draft. Distributions are `softmax(logits / t)` over A_t. Each function returns the mean over
 //! rows as a scalar tensor; callers average the levels, which have equal row counts, so the result
-//! is the SPEC's average over samples, sequences and levels. The target's logits are detached
+//! is the paper's average over samples, sequences and levels. The target's logits are detached
 //! here, so no gradient can reach the target whichever tensor the caller passes.
 
 use candle_core::{Tensor, D};
@@ -14,7 +14,7 @@ use crate::Result;
 
 /// Recommendation loss L_rec (and the whole of SFT): mean of `-log softmax(logits)[label]` over
 /// the full vocabulary at temperature 1, like decoding, which takes log-softmax over the full
-/// vocabulary and only then masks (SPEC section 4): mass the model puts outside the level's
+/// vocabulary and only then masks, see [`crate::decode::select::extensions`]: mass the model puts outside the level's
 /// tokens is lost at decoding time, so the loss must see it too. `labels`: `[rows]` u32.
 pub fn rec_loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     cross_entropy(logits, labels)

@@ -1,4 +1,4 @@
-//! Training (SPEC section 6): the target recommender from scratch, the target's teacher beams,
+//! Training: the target recommender from scratch, the target's teacher beams,
 //! and the draft aligned to the target with one of six objectives.
 //!
 //! Entry points, each a plain function the CLI calls:
@@ -84,6 +84,36 @@ pub struct TrainReport {
     pub samples_per_sec: f64,
     /// Trainable parameters.
     pub params: usize,
+}
+
+impl std::fmt::Display for TrainReport {
+    /// One line per epoch, then the best result and where the model is.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let opt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.4}"));
+        for e in &self.epochs {
+            writeln!(
+                f,
+                "epoch {}: train loss {:.4}, valid loss {}, {} {}, {:.0} samples/s, {:.0} s",
+                e.epoch + 1,
+                e.train_loss,
+                opt(e.valid_loss),
+                self.metric,
+                opt(e.valid_metric),
+                e.samples_per_sec,
+                e.seconds
+            )?;
+        }
+        write!(
+            f,
+            "best {} {} at epoch {}; {} steps; model in {}",
+            self.metric,
+            opt(self.best_metric),
+            self.best_epoch
+                .map_or_else(|| "-".to_string(), |e| (e + 1).to_string()),
+            self.steps,
+            self.out.display()
+        )
+    }
 }
 
 /// Indices `0..n`, or a deterministic random subset of `max` of them in ascending order, so a

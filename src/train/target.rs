@@ -1,4 +1,4 @@
-//! Training the target recommender from scratch (SPEC section 6): a LLaMA decoder on the
+//! Training the target recommender from scratch: a LLaMA decoder on the
 //! compact prompt, cross-entropy on the L identifier tokens only (the reference also trains on
 //! the prompt; that spends capacity on modelling histories, which is never asked of the model),
 //! early stopping on valid Recall@10 from the same trie-constrained beam search used at test time.
@@ -88,7 +88,7 @@ pub fn train_target(
 ) -> Result<TrainReport> {
     if cfg.history == 0 || cfg.optim.batch_size == 0 {
         return Err(Error::invalid(
-            "--history/--batch-size",
+            "history and batch_size",
             "must be at least 1",
         ));
     }

@@ -1,4 +1,4 @@
-//! Teacher beams (SPEC section 6): the target's top-K trie-constrained beams for each training
+//! Teacher beams: the target's top-K trie-constrained beams for each training
 //! sample, stored compactly (the target's full distributions are recomputed on the fly during
 //! draft training instead: they would cost about 1 MB per sample).
 //!
@@ -132,7 +132,7 @@ pub fn build_teacher(
 ) -> Result<()> {
     if k == 0 || k > u16::MAX as usize {
         return Err(Error::invalid(
-            "--k",
+            "k",
             format!("K must be in 1..=65535, not {k}"),
         ));
     }

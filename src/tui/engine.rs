@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::app::{Command, EngineEvent};
+use super::state::{Command, EngineEvent};
 use crate::session::{RunParams, UserRun};
 
 /// Name of the engine thread (the terminal's panic hook recognises it).
@@ -21,7 +21,7 @@ pub const ENGINE_THREAD: &str = "atspeed-engine";
 
 /// Something that can decode user `user` (an index into the app's user list).
 pub trait Engine: Send + 'static {
-    fn decode(&mut self, user: usize, params: &RunParams) -> anyhow::Result<UserRun>;
+    fn decode(&mut self, user: usize, params: &RunParams) -> crate::Result<UserRun>;
     fn num_users(&self) -> usize;
 }
 
@@ -120,9 +120,9 @@ fn serve(
     events: &UnboundedSender<EngineEvent>,
 ) -> bool {
     let current = |g: u64| latest.load(Ordering::SeqCst) == g;
-    let failed = |generation: u64, e: anyhow::Error| EngineEvent::Failed {
+    let failed = |generation: u64, e: crate::Error| EngineEvent::Failed {
         generation,
-        message: format!("{e:#}"),
+        message: e.to_string(),
     };
     let ev = match cmd {
         Command::Decode {
@@ -209,9 +209,10 @@ mod tests {
     /// Replies from fixtures, slowly, so requests pile up behind a running one.
     struct Slow;
     impl Engine for Slow {
-        fn decode(&mut self, user: usize, p: &RunParams) -> anyhow::Result<UserRun> {
+        fn decode(&mut self, user: usize, p: &RunParams) -> crate::Result<UserRun> {
             std::thread::sleep(Duration::from_millis(30));
-            let mut run = fixtures::run(p.mode, p.n, p.k, p.gamma, user as u32, &[2]);
+            let d = &p.decode;
+            let mut run = fixtures::run(d.mode, d.n, d.k, d.gamma, user as u32, &[2]);
             run.params = p.clone();
             Ok(run)
         }
@@ -222,17 +223,19 @@ mod tests {
 
     fn params(n: usize) -> RunParams {
         RunParams {
-            mode: crate::decode::trace::Mode::Strict,
-            n,
-            k: 2,
-            gamma: 3,
+            decode: crate::decode::DecodeParams {
+                n,
+                k: 2,
+                gamma: 3,
+                ..Default::default()
+            },
             draft: "x".into(),
         }
     }
 
     struct Boom;
     impl Engine for Boom {
-        fn decode(&mut self, user: usize, p: &RunParams) -> anyhow::Result<UserRun> {
+        fn decode(&mut self, user: usize, p: &RunParams) -> crate::Result<UserRun> {
             if user == 0 {
                 panic!("shape mismatch");
             }

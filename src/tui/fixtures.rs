@@ -13,6 +13,7 @@ use crate::decode::trace::{
     BeamView, DecodeTrace, DraftNode, Mode, PhaseTimes, RoundTrace, TargetStep, TargetStepKind,
     TreeLayout, Verdict,
 };
+use crate::decode::DecodeParams;
 use crate::ids::{Vocab, ID_LEN};
 use crate::session::{
     Baseline, HistoryEntry, RunParams, SessionHeader, TruthEntry, UserRun, UserView,
@@ -161,7 +162,7 @@ struct Cand {
 }
 
 fn rank_desc(a: f32, b: f32, ta: &[u32], tb: &[u32]) -> std::cmp::Ordering {
-    b.total_cmp(&a).then_with(|| ta.cmp(tb))
+    crate::decode::beam_order((a, ta), (b, tb))
 }
 
 /// Builds a whole decode. `plan[r]` is how many drafted steps round `r` accepts (clamped to what
@@ -191,13 +192,18 @@ pub fn trace(
     }
     let mut beams = roots;
     beams.sort_by(|a, b| rank_desc(a.score, b.score, &a.tokens, &b.tokens));
+    let wall_ms = rounds.iter().map(|r| r.times.total_ms()).sum();
     DecodeTrace {
-        mode,
-        n,
-        k,
-        gamma,
+        params: DecodeParams {
+            mode,
+            n,
+            k,
+            gamma,
+            draft_mass: None,
+        },
         rounds,
         beams,
+        wall_ms,
     }
 }
 
@@ -444,10 +450,7 @@ pub fn run(mode: Mode, n: usize, k: usize, gamma: usize, user: u32, plan: &[usiz
         .collect();
     UserRun {
         params: RunParams {
-            mode,
-            n,
-            k,
-            gamma,
+            decode: trace.params,
             draft: draft_names()[0].clone(),
         },
         baseline: Baseline {
@@ -472,29 +475,33 @@ pub fn relaxed_run(user: u32) -> UserRun {
 }
 
 /// The parameters the demo runs use: strict, N 6, K 3, gamma 3, first draft.
-pub fn params() -> crate::tui::app::Params {
-    crate::tui::app::Params {
-        mode: Mode::Strict,
-        n: 6,
-        k: 3,
-        gamma: 3,
+pub fn params() -> crate::tui::state::Params {
+    crate::tui::state::Params {
+        decode: DecodeParams {
+            mode: Mode::Strict,
+            n: 6,
+            k: 3,
+            gamma: 3,
+            draft_mass: None,
+        },
         draft: 0,
     }
 }
 
 /// An explorer over `users` synthetic users with the demo parameters, nothing requested yet.
-pub fn app(users: u32) -> crate::tui::app::App {
-    crate::tui::app::App::new(header(), (1..=users).map(user).collect(), params())
+pub fn app(users: u32) -> crate::tui::state::App {
+    crate::tui::state::App::new(header(), (1..=users).map(user).collect(), params())
 }
 
 /// What a live engine would answer for `user` (an index into [`app`]'s users) with `p`.
 pub fn answer(user: usize, p: &RunParams) -> UserRun {
     let id = user as u32 + 1;
-    let plan: &[usize] = match p.mode {
+    let d = &p.decode;
+    let plan: &[usize] = match d.mode {
         Mode::Strict => &[2, 0],
         Mode::Relaxed => &[1, 1],
     };
-    let mut r = run(p.mode, p.n, p.k, p.gamma, id, plan);
+    let mut r = run(d.mode, d.n, d.k, d.gamma, id, plan);
     r.params = p.clone();
     r
 }
@@ -505,9 +512,9 @@ pub struct FixtureEngine {
 }
 
 impl crate::tui::engine::Engine for FixtureEngine {
-    fn decode(&mut self, user: usize, params: &RunParams) -> anyhow::Result<UserRun> {
+    fn decode(&mut self, user: usize, params: &RunParams) -> crate::Result<UserRun> {
         if user >= self.users {
-            anyhow::bail!("no user #{user}");
+            return Err(crate::Error::invalid("user", format!("no user #{user}")));
         }
         Ok(answer(user, params))
     }

@@ -10,15 +10,16 @@ use std::collections::{BTreeMap, HashMap};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::app::{App, Params};
 use super::engine::Engine;
+use super::state::{App, Params};
 use crate::data::{Dataset, Sample};
-use crate::decode::{beam_search, speculative, BeamOutcome, SpecParams};
+use crate::decode::{beam_search, speculative, BeamOutcome};
 use crate::ids::Identifier;
 use crate::model::Llm;
 use crate::session::{
     Baseline, HistoryEntry, RunParams, SessionHeader, TruthEntry, UserRun, UserView,
 };
+use crate::Error;
 
 /// Everything the live explorer needs; the binary loads it (and reports load errors) first.
 pub struct ExplorerContext {
@@ -49,12 +50,12 @@ pub struct LiveEngine {
 }
 
 impl LiveEngine {
-    fn draft(&self, name: &str) -> anyhow::Result<&Llm> {
+    fn draft(&self, name: &str) -> crate::Result<&Llm> {
         self.drafts
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, m)| m)
-            .ok_or_else(|| anyhow::anyhow!("no draft model named {name:?}"))
+            .ok_or_else(|| Error::invalid("draft", format!("no draft model named {name:?}")))
     }
 
     fn ident(&self, tokens: &[u32]) -> Option<Identifier> {
@@ -82,40 +83,33 @@ impl LiveEngine {
 }
 
 impl Engine for LiveEngine {
-    fn decode(&mut self, user: usize, params: &RunParams) -> anyhow::Result<UserRun> {
+    fn decode(&mut self, user: usize, params: &RunParams) -> crate::Result<UserRun> {
         let sample = self
             .samples
             .get(user)
-            .ok_or_else(|| anyhow::anyhow!("no user #{user}"))?;
+            .ok_or_else(|| Error::invalid("user", format!("no user #{user}")))?;
         let prompt = self.dataset.prompt(&sample.history);
         let uid = sample.user;
         if !self.warmed_up {
             // The first pass on a device pays for kernel setup; keep it out of every timing.
-            beam_search(&self.target, &self.dataset.trie, &prompt, params.k)?;
+            beam_search(&self.target, &self.dataset.trie, &prompt, params.decode.k)?;
             self.warmed_up = true;
         }
-        let key = (user, params.k);
+        let key = (user, params.decode.k);
         if !self.baselines.contains_key(&key) {
-            let b = beam_search(&self.target, &self.dataset.trie, &prompt, params.k)?;
+            let b = beam_search(&self.target, &self.dataset.trie, &prompt, params.decode.k)?;
             self.baselines.insert(key, b);
         }
         let draft = self.draft(&params.draft)?;
         // Per-user seeds: a user's relaxed run is the same whichever order users are visited in.
         let mut rng =
             ChaCha8Rng::seed_from_u64(self.seed ^ u64::from(uid).wrapping_mul(0x9E37_79B9));
-        let spec = SpecParams {
-            mode: params.mode,
-            n: params.n,
-            k: params.k,
-            gamma: params.gamma,
-            draft_mass: None,
-        };
         let trace = speculative(
             &self.target,
             draft,
             &self.dataset.trie,
             &prompt,
-            &spec,
+            &params.decode,
             &mut rng,
         )?;
         let b = &self.baselines[&key];
@@ -169,11 +163,14 @@ pub fn user_view(ds: &Dataset, s: &Sample) -> UserView {
 }
 
 /// The app and engine for a live exploration.
-pub fn live_app(ctx: ExplorerContext) -> anyhow::Result<(App, LiveEngine)> {
-    anyhow::ensure!(
-        !ctx.drafts.is_empty(),
-        "the explorer needs at least one draft model"
-    );
+pub fn live_app(ctx: ExplorerContext) -> crate::Result<(App, LiveEngine)> {
+    if ctx.drafts.is_empty() {
+        return Err(Error::invalid(
+            "draft",
+            "the explorer needs at least one draft model",
+        ));
+    }
+    ctx.params.decode.validate()?;
     let ds = ctx.dataset;
     let mut samples = ds.test_samples(ctx.history);
     if let Some(uid) = ctx.user {
@@ -181,7 +178,12 @@ pub fn live_app(ctx: ExplorerContext) -> anyhow::Result<(App, LiveEngine)> {
         samples.retain(|x| x.user != uid);
         samples.insert(0, s);
     }
-    anyhow::ensure!(!samples.is_empty(), "{}: no test users to explore", ds.name);
+    if samples.is_empty() {
+        return Err(Error::data(
+            ds.dir.join(crate::data::SPLIT_FILES[2]),
+            "no test users to explore",
+        ));
+    }
     let header = SessionHeader {
         dataset: ds.name.clone(),
         target: format!("target {}", ctx.target.describe()),
@@ -211,7 +213,7 @@ pub fn live_app(ctx: ExplorerContext) -> anyhow::Result<(App, LiveEngine)> {
 }
 
 /// Runs the live explorer until the user quits.
-pub fn run_explorer(ctx: ExplorerContext) -> anyhow::Result<()> {
+pub fn run_explorer(ctx: ExplorerContext) -> crate::Result<()> {
     let (app, engine) = live_app(ctx)?;
     super::terminal::run_app(app, Box::new(engine))
 }

@@ -7,8 +7,8 @@
 
 use std::path::Path;
 
-use super::app::{App, Params};
 use super::engine::Engine;
+use super::state::{App, Params};
 use crate::session::{RunParams, Session, UserRecord, UserRun, UserView};
 
 pub struct ReplayEngine {
@@ -39,20 +39,19 @@ impl ReplayEngine {
 fn describe(p: &RunParams) -> String {
     format!(
         "{} N {} K {} gamma {} draft {}",
-        p.mode.name(),
-        p.n,
-        p.k,
-        p.gamma,
+        p.decode.mode.name(),
+        p.decode.n,
+        p.decode.k,
+        p.decode.gamma,
         p.draft
     )
 }
 
 impl Engine for ReplayEngine {
-    fn decode(&mut self, user: usize, params: &RunParams) -> anyhow::Result<UserRun> {
-        let id = *self
-            .users
-            .get(user)
-            .ok_or_else(|| anyhow::anyhow!("no user #{user} in this session"))?;
+    fn decode(&mut self, user: usize, params: &RunParams) -> crate::Result<UserRun> {
+        let id = *self.users.get(user).ok_or_else(|| {
+            crate::Error::invalid("user", format!("no user #{user} in this session"))
+        })?;
         let mine: Vec<&UserRecord> = self.records.iter().filter(|r| r.user.user == id).collect();
         let moved = self.last_user.replace(user) != Some(user);
         if let Some(r) = mine.iter().find(|r| r.run.params == *params) {
@@ -66,11 +65,14 @@ impl Engine for ReplayEngine {
             }
         }
         let recorded: Vec<String> = mine.iter().map(|r| describe(&r.run.params)).collect();
-        anyhow::bail!(
-            "replay: user {id} was not recorded with {}; recorded: {}",
-            describe(params),
-            recorded.join("; ")
-        )
+        Err(crate::Error::invalid(
+            "replay",
+            format!(
+                "user {id} was not recorded with {}; recorded: {}",
+                describe(params),
+                recorded.join("; ")
+            ),
+        ))
     }
 
     fn num_users(&self) -> usize {
@@ -103,10 +105,7 @@ pub fn replay_app(session: &Session, path: &Path) -> (App, ReplayEngine) {
         }
     };
     let params = Params {
-        mode: first.mode,
-        n: first.n,
-        k: first.k,
-        gamma: first.gamma,
+        decode: first.decode,
         draft,
     };
     let mut app = App::new(header, users, params);
@@ -135,7 +134,7 @@ mod tests {
         assert_eq!(run, s.users[1].run);
         eng.decode(0, &app.run_params()).unwrap();
         let mut other = app.run_params();
-        other.n = 40;
+        other.decode.n = 40;
         let e = eng.decode(0, &other).unwrap_err().to_string();
         assert!(e.contains("not recorded") && e.contains("N 6"), "{e}");
     }

@@ -1,22 +1,22 @@
 //! The event-loop glue: terminal setup and restore, the tokio loop joining input, engine events
 //! and a redraw tick, and the side effects the app queues (engine requests, session files).
 //!
-//! Everything interesting is in [`super::app`]; this file only moves events and effects.
+//! Everything interesting is in [`super::state`]; this file only moves events and effects.
 
 use std::io::stdout;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use crossterm::event::{DisableMouseCapture, EnableMouseCapture, EventStream};
 use crossterm::execute;
 use futures::StreamExt;
 use ratatui::DefaultTerminal;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::app::{update, Action, App, Command, EngineEvent};
 use super::engine::{Engine, Worker, ENGINE_THREAD};
+use super::state::{update, Action, App, Command, EngineEvent};
 use super::{keys, render};
+use crate::{Error, Result};
 
 /// Redraw period: keeps the spinner moving and the log fresh while the engine works.
 const TICK: Duration = Duration::from_millis(100);
@@ -28,11 +28,13 @@ pub const SESSIONS_DIR: &str = "sessions";
 struct TerminalGuard;
 
 impl TerminalGuard {
-    fn enter() -> anyhow::Result<(DefaultTerminal, TerminalGuard)> {
-        let terminal = ratatui::try_init().context("cannot initialise the terminal")?;
+    fn enter() -> Result<(DefaultTerminal, TerminalGuard)> {
+        let terminal = ratatui::try_init()
+            .map_err(|e| Error::Terminal(format!("cannot initialise the terminal: {e}")))?;
         install_panic_hook();
         let guard = TerminalGuard;
-        execute!(stdout(), EnableMouseCapture).context("cannot enable mouse capture")?;
+        execute!(stdout(), EnableMouseCapture)
+            .map_err(|e| Error::Terminal(format!("cannot enable mouse capture: {e}")))?;
         Ok((terminal, guard))
     }
 }
@@ -72,12 +74,12 @@ fn init_logger() -> bool {
 
 /// Runs the explorer until the user quits. Builds its own runtime: call it from synchronous code
 /// (not from inside another tokio runtime).
-pub fn run_app(mut app: App, engine: Box<dyn Engine>) -> anyhow::Result<()> {
+pub fn run_app(mut app: App, engine: Box<dyn Engine>) -> Result<()> {
     app.use_tui_logger = init_logger();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
-        .context("cannot start the event loop runtime")?;
+        .map_err(|e| Error::Terminal(format!("cannot start the event loop runtime: {e}")))?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let worker = Worker::spawn(engine, tx);
     let (mut terminal, guard) = TerminalGuard::enter()?;
@@ -94,8 +96,10 @@ async fn event_loop(
     app: &mut App,
     worker: &Worker,
     mut engine_events: UnboundedReceiver<EngineEvent>,
-) -> anyhow::Result<()> {
-    let size = terminal.size()?;
+) -> Result<()> {
+    let size = terminal
+        .size()
+        .map_err(|e| Error::Terminal(format!("reading the size: {e}")))?;
     update(
         app,
         Action::Resize {
@@ -113,7 +117,9 @@ async fn event_loop(
             latency.report();
             return Ok(());
         }
-        terminal.draw(|f| render(app, f))?;
+        terminal
+            .draw(|f| render(app, f))
+            .map_err(|e| Error::Terminal(format!("drawing: {e}")))?;
         latency.drawn();
         let action = tokio::select! {
             ev = input.next() => match ev {
@@ -121,12 +127,12 @@ async fn event_loop(
                     latency.input();
                     keys::action(app, &ev)
                 }
-                Some(Err(e)) => return Err(e).context("reading terminal input"),
+                Some(Err(e)) => return Err(Error::Terminal(format!("reading terminal input: {e}"))),
                 None => return Ok(()),
             },
             ev = engine_events.recv() => match ev {
                 Some(ev) => Some(Action::Engine(ev)),
-                None => anyhow::bail!("the engine thread stopped unexpectedly"),
+                None => return Err(Error::Terminal("the engine thread stopped unexpectedly".into())),
             },
             _ = tick.tick() => Some(Action::Tick),
         };
@@ -178,7 +184,7 @@ impl Latency {
 }
 
 /// Carries out the commands the last updates queued.
-fn perform(app: &mut App, worker: &Worker) -> anyhow::Result<()> {
+fn perform(app: &mut App, worker: &Worker) -> Result<()> {
     let commands: Vec<Command> = std::mem::take(&mut app.outbox);
     for cmd in commands {
         match cmd {
@@ -192,7 +198,9 @@ fn perform(app: &mut App, worker: &Worker) -> anyhow::Result<()> {
             }
             other => {
                 if !worker.send(other) {
-                    anyhow::bail!("the engine thread stopped unexpectedly");
+                    return Err(Error::Terminal(
+                        "the engine thread stopped unexpectedly".into(),
+                    ));
                 }
             }
         }

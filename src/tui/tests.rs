@@ -6,9 +6,8 @@
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
-use super::app::{update, Action, App, Command, EngineEvent, Tab};
 use super::fixtures;
-use super::layout::PanelId;
+use super::state::{update, Action, App, Command, EngineEvent, PanelId, Tab};
 use crate::decode::trace::Mode;
 
 /// Answers every engine command in the outbox as the engine thread would, in order.
@@ -46,10 +45,10 @@ fn engine_reply(app: &App, cmd: Command) -> Vec<EngineEvent> {
             let mut b = fixtures::answer(user, &other);
             // The second draft is worse aligned: it gets nothing accepted in round 1.
             b.trace = fixtures::trace(
-                params.mode,
-                params.n,
-                params.k,
-                params.gamma,
+                params.decode.mode,
+                params.decode.n,
+                params.decode.k,
+                params.decode.gamma,
                 user as u32 + 1,
                 &[0],
             );
@@ -179,7 +178,7 @@ fn stepping_walks_the_phases_then_finishes() {
     assert!(app.running());
     answer_all(&mut app);
     assert!(!app.running());
-    let total = super::phase::phases(&app.current.as_ref().unwrap().run.trace).len();
+    let total = super::state::phase::phases(&app.current.as_ref().unwrap().run.trace).len();
     for i in 1..=total {
         act(&mut app, &[Action::Step]);
         assert_eq!(app.current.as_ref().unwrap().cursor, i);
@@ -225,7 +224,7 @@ fn parameter_change_while_pending_drops_the_stale_result() {
     let last = newer.into_iter().last().unwrap();
     match &last {
         Command::Decode { params, .. } => {
-            assert_eq!((params.n, params.mode), (7, Mode::Relaxed));
+            assert_eq!((params.decode.n, params.decode.mode), (7, Mode::Relaxed));
         }
         other => panic!("expected a decode, got {other:?}"),
     }
@@ -233,7 +232,10 @@ fn parameter_change_while_pending_drops_the_stale_result() {
         update(&mut app, Action::Engine(ev));
     }
     let c = app.current.as_ref().unwrap();
-    assert_eq!((c.run.trace.n, c.run.trace.mode), (7, Mode::Relaxed));
+    assert_eq!(
+        (c.run.trace.params.n, c.run.trace.params.mode),
+        (7, Mode::Relaxed)
+    );
     assert!(!app.running());
 }
 
@@ -243,32 +245,32 @@ fn parameter_bounds() {
     app.start();
     // gamma is capped at L - 1 = 3 and floored at 1.
     act(&mut app, &[Action::IncGamma]);
-    assert_eq!(app.params.gamma, 3);
+    assert_eq!(app.params.decode.gamma, 3);
     act(
         &mut app,
         &[Action::DecGamma, Action::DecGamma, Action::DecGamma],
     );
-    assert_eq!(app.params.gamma, 1);
+    assert_eq!(app.params.decode.gamma, 1);
     // Raising K above N drags N along; N never drops below K.
     act(
         &mut app,
         &[Action::IncK, Action::IncK, Action::IncK, Action::IncK],
     );
-    assert_eq!((app.params.k, app.params.n), (7, 7));
+    assert_eq!((app.params.decode.k, app.params.decode.n), (7, 7));
     act(&mut app, &[Action::DecN]);
-    assert_eq!(app.params.n, 7);
+    assert_eq!(app.params.decode.n, 7);
     // N moves by 5 beyond 10.
     act(
         &mut app,
         &[Action::IncN, Action::IncN, Action::IncN, Action::IncN],
     );
-    assert_eq!(app.params.n, 15);
+    assert_eq!(app.params.decode.n, 15);
     act(&mut app, &[Action::DecN]);
-    assert_eq!(app.params.n, 10);
+    assert_eq!(app.params.decode.n, 10);
     act(&mut app, &[Action::DecN]);
-    assert_eq!(app.params.n, 9);
+    assert_eq!(app.params.decode.n, 9);
     act(&mut app, &[Action::ToggleMode, Action::ToggleMode]);
-    assert_eq!(app.params.mode, Mode::Strict);
+    assert_eq!(app.params.decode.mode, Mode::Strict);
     act(&mut app, &[Action::NextDraft]);
     assert_eq!(app.params.draft, 1);
     match app.outbox.last() {
@@ -416,6 +418,7 @@ fn search_by_id_and_title() {
 
 #[test]
 fn mouse_wheel_scrolls_the_panel_under_it() {
+    use crossterm::event::{Event, KeyModifiers, MouseEvent, MouseEventKind};
     let mut app = explored();
     update(
         &mut app,
@@ -424,25 +427,24 @@ fn mouse_wheel_scrolls_the_panel_under_it() {
             height: 40,
         },
     );
-    // Row 5, column 2 is inside the user panel at 120x40.
-    act(
-        &mut app,
-        &[Action::MouseScroll {
+    let wheel = |app: &App, kind| {
+        // Row 5, column 2 is inside the user panel at 120x40.
+        let ev = Event::Mouse(MouseEvent {
+            kind,
             column: 2,
             row: 5,
-            dy: 3,
-        }],
-    );
+            modifiers: KeyModifiers::NONE,
+        });
+        super::keys::action(app, &ev).expect("the wheel over a panel scrolls it")
+    };
+    let down = wheel(&app, MouseEventKind::ScrollDown);
+    act(&mut app, &[down]);
     assert_eq!(app.ui.focus, PanelId::User);
     assert_eq!(app.ui.scroll.user, 3);
-    act(
-        &mut app,
-        &[Action::MouseScroll {
-            column: 2,
-            row: 5,
-            dy: -9,
-        }],
-    );
+    for _ in 0..3 {
+        let up = wheel(&app, MouseEventKind::ScrollUp);
+        act(&mut app, &[up]);
+    }
     assert_eq!(app.ui.scroll.user, 0);
     act(
         &mut app,
@@ -450,9 +452,10 @@ fn mouse_wheel_scrolls_the_panel_under_it() {
     );
     assert_eq!(app.ui.focus, PanelId::Beams);
     assert_eq!(app.ui.scroll.beams, 2);
-    // Scrolling stops at the last line, so the way back is immediate.
-    let rows = super::panels::beams::rows(&app) as u16;
+    // The view clamps at the last line when it draws, so the way back is immediate.
+    let rows = super::view::panels::beams::rows(&app) as u16;
     act(&mut app, &[Action::Scroll { dy: 1000, dx: 0 }]);
+    screen(&mut app, 120, 40);
     assert_eq!(app.ui.scroll.beams, rows - 1);
     act(&mut app, &[Action::Scroll { dy: -1, dx: 0 }]);
     assert_eq!(app.ui.scroll.beams, rows - 2);

@@ -17,10 +17,10 @@ use ratatui::Frame;
 
 use crate::decode::trace::RoundTrace;
 use crate::ids::Vocab;
-use crate::tui::app::App;
-use crate::tui::layout::PanelId;
-use crate::tui::phase;
-use crate::tui::theme;
+use crate::tui::state::phase;
+use crate::tui::state::App;
+use crate::tui::view::layout::PanelId;
+use crate::tui::view::theme;
 
 /// Columns taken by the token label before the position id.
 pub const LABEL_W: u16 = 7;

@@ -6,16 +6,16 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
-use crate::tui::app::App;
+use crate::tui::state::App;
 
 const SPINNER: [char; 8] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧'];
 
 pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     let h = &app.header;
-    let p = &app.params;
+    let p = &app.params.decode;
     let draft = h
         .drafts
-        .get(p.draft)
+        .get(app.params.draft)
         .map(String::as_str)
         .unwrap_or("(no draft)");
     let mut first = vec![
@@ -34,8 +34,8 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     let mode = Span::styled(
         format!(" {} ", p.mode.name().to_uppercase()),
         Style::new().fg(Color::Black).bg(match p.mode {
-            crate::decode::trace::Mode::Strict => Color::Cyan,
-            crate::decode::trace::Mode::Relaxed => Color::Yellow,
+            crate::decode::Mode::Strict => Color::Cyan,
+            crate::decode::Mode::Relaxed => Color::Yellow,
         }),
     );
     let state = if app.auto {
@@ -49,8 +49,14 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
         Span::raw(" "),
         mode,
         Span::raw(format!(
-            " N {}  K {}  gamma {} · seed {} · {state}",
-            p.n, p.k, p.gamma, h.seed
+            " N {}{}  K {}  gamma {} · seed {} · {state}",
+            p.n,
+            p.draft_mass
+                .map(|m| format!(" (mass {m})"))
+                .unwrap_or_default(),
+            p.k,
+            p.gamma,
+            h.seed
         )),
     ];
     if let Some(rec) = &app.recording {

@@ -7,8 +7,8 @@ use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 use tui_logger::{TuiLoggerLevelOutput, TuiLoggerWidget};
 
-use crate::tui::app::App;
-use crate::tui::theme;
+use crate::tui::state::App;
+use crate::tui::view::theme;
 
 pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     let block = theme::block(" Log ", false);

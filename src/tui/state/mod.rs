@@ -8,13 +8,12 @@
 //! Every engine request carries a generation number; any change of user or parameters bumps it,
 //! so a reply that arrives for an older request is recognised and dropped.
 
-use crate::decode::trace::Mode;
+use crate::decode::{DecodeParams, Mode};
+use crate::eval::speed::SpeedStats;
 use crate::ids::{Vocab, ID_LEN};
 use crate::session::{RunParams, Session, SessionHeader, UserRecord, UserRun, UserView};
 
-use super::layout::{self, PanelId};
-use super::phase;
-use super::stats::{Stats, UserStat};
+pub mod phase;
 
 /// Largest N the explorer lets you pick (wider beams only make the tree unreadable).
 pub const MAX_N: usize = 256;
@@ -22,13 +21,46 @@ pub const MAX_N: usize = 256;
 const NARRATION_KEEP: usize = 200;
 
 /// The decoding parameters as the user adjusts them; `draft` indexes [`SessionHeader::drafts`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Params {
-    pub mode: Mode,
-    pub n: usize,
-    pub k: usize,
-    pub gamma: usize,
+    pub decode: DecodeParams,
     pub draft: usize,
+}
+
+/// Below this size (but above the minimum the view can draw) panels are grouped into tabs.
+pub const FULL_WIDTH: u16 = 100;
+pub const FULL_HEIGHT: u16 = 32;
+
+/// Whether a terminal of this size shows one group of panels at a time.
+pub fn is_compact(width: u16, height: u16) -> bool {
+    width < FULL_WIDTH || height < FULL_HEIGHT
+}
+
+/// The panels of the screen (what the view draws and focus and scrolling refer to).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PanelId {
+    Header,
+    Tabs,
+    User,
+    Beams,
+    Attention,
+    Compare,
+    Recs,
+    Speedup,
+    Log,
+    Footer,
+}
+
+impl PanelId {
+    /// The next panel that can take focus (scrollable ones), for Tab.
+    pub fn next(self) -> PanelId {
+        match self {
+            PanelId::User => PanelId::Beams,
+            PanelId::Beams => PanelId::Attention,
+            PanelId::Attention => PanelId::Recs,
+            _ => PanelId::User,
+        }
+    }
 }
 
 /// The tabs of the compact layout (small terminals show one group of panels at a time).
@@ -152,10 +184,10 @@ pub enum Action {
         dy: i32,
         dx: i32,
     },
-    /// Mouse wheel at a terminal cell: scrolls the panel under it.
+    /// Mouse wheel over a panel (the input glue finds the panel under the pointer): focuses
+    /// and scrolls it.
     MouseScroll {
-        column: u16,
-        row: u16,
+        panel: PanelId,
         dy: i32,
     },
     Resize {
@@ -195,7 +227,9 @@ impl Current {
     }
 }
 
-/// Per-panel scroll offsets (rows, and columns for the attention grid).
+/// Per-panel scroll offsets (rows, and columns for the attention grid). Updates only move them;
+/// the view clamps them to the content when it draws (as ratatui's stateful widgets do), so the
+/// state never needs to know how many rows a panel has.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Scroll {
     pub user: u16,
@@ -239,7 +273,7 @@ pub struct App {
     pub compare: Option<usize>,
     pub auto: bool,
     /// Statistics per parameter set, so toggling a parameter back finds its numbers again.
-    pub stats: Vec<(RunParams, Stats)>,
+    pub stats: Vec<(RunParams, SpeedStats)>,
     /// Records of the users seen since `r` started a recording.
     pub recording: Option<Vec<UserRecord>>,
     pub status: String,
@@ -321,18 +355,12 @@ impl App {
         if let Some(d) = (0..self.header.drafts.len()).find(|&i| self.draft_name(i) == p.draft) {
             self.params.draft = d;
         }
-        self.params.mode = p.mode;
-        self.params.n = p.n;
-        self.params.k = p.k;
-        self.params.gamma = p.gamma;
+        self.params.decode = p.decode;
     }
 
     pub fn run_params(&self) -> RunParams {
         RunParams {
-            mode: self.params.mode,
-            n: self.params.n,
-            k: self.params.k,
-            gamma: self.params.gamma,
+            decode: self.params.decode,
             draft: self.draft_name(self.params.draft),
         }
     }
@@ -342,7 +370,7 @@ impl App {
     }
 
     /// Statistics for the current parameters (empty when none were gathered yet).
-    pub fn stats(&self) -> Option<&Stats> {
+    pub fn stats(&self) -> Option<&SpeedStats> {
         let p = self.run_params();
         self.stats.iter().find(|(k, _)| *k == p).map(|(_, s)| s)
     }
@@ -389,14 +417,17 @@ impl App {
     /// Parameters changed: stop an auto-run and re-decode the current user.
     fn params_changed(&mut self) {
         // The header shows the new values; the log keeps the history of changes.
-        let p = &self.params;
+        let p = &self.params.decode;
         let line = format!(
-            "parameters: {} N {} K {} gamma {} draft {}",
+            "parameters: {} N {} K {} gamma {}{} draft {}",
             p.mode.name(),
             p.n,
             p.k,
             p.gamma,
-            self.draft_name(p.draft)
+            p.draft_mass
+                .map(|m| format!(" draft mass {m}"))
+                .unwrap_or_default(),
+            self.draft_name(self.params.draft)
         );
         self.status.clear();
         self.narrate(line);
@@ -407,24 +438,25 @@ impl App {
         let Some(view) = self.users.get(user).cloned() else {
             return;
         };
-        let stat = UserStat::from_run(view.user, run);
+        let speed = run.speed(view.user);
+        let line = format!(
+            "user {} ({}): WS {:.2}x, target passes {}->{}, AS {}",
+            view.user,
+            run.params.draft,
+            speed.ws(),
+            speed.baseline_target_passes,
+            speed.target_passes,
+            speed.accepted_steps
+        );
         match self.stats.iter_mut().find(|(k, _)| *k == run.params) {
-            Some((_, s)) => s.record(stat),
+            Some((_, s)) => s.record(speed),
             None => {
-                let mut s = Stats::default();
-                s.record(stat);
+                let mut s = SpeedStats::default();
+                s.record(speed);
                 self.stats.push((run.params.clone(), s));
             }
         }
-        self.narrate(format!(
-            "user {} ({}): WS {:.2}x, passes {}->{}, {} accepted",
-            view.user,
-            run.params.draft,
-            run.speedup(),
-            run.baseline.target_passes,
-            run.trace.target_passes(),
-            run.trace.accepted_steps()
-        ));
+        self.narrate(line);
         if let Some(rec) = &mut self.recording {
             let r = UserRecord {
                 user: view,
@@ -631,24 +663,20 @@ impl App {
         };
     }
 
-    /// Scrolls a panel, keeping at least its last line in view so scrolling back is immediate.
+    /// Moves a panel's scroll offsets; the view clamps them to the content when it draws.
     fn scroll_panel(&mut self, panel: PanelId, dy: i32, dx: i32) {
-        use super::panels::{attention, beams, recs, user};
-        fn add(v: u16, d: i32, rows: usize) -> u16 {
-            let max = rows.saturating_sub(1).min(u16::MAX as usize) as i32;
-            (v as i32 + d).clamp(0, max) as u16
+        fn add(v: u16, d: i32) -> u16 {
+            (v as i32 + d).clamp(0, u16::MAX as i32) as u16
         }
+        let s = &mut self.ui.scroll;
         match panel {
-            PanelId::User => self.ui.scroll.user = add(self.ui.scroll.user, dy, user::rows(self)),
-            PanelId::Beams => {
-                self.ui.scroll.beams = add(self.ui.scroll.beams, dy, beams::rows(self))
-            }
+            PanelId::User => s.user = add(s.user, dy),
+            PanelId::Beams => s.beams = add(s.beams, dy),
             PanelId::Attention => {
-                let n = attention::rows(self);
-                self.ui.scroll.grid_row = add(self.ui.scroll.grid_row, dy, n);
-                self.ui.scroll.grid_col = add(self.ui.scroll.grid_col, dx, n);
+                s.grid_row = add(s.grid_row, dy);
+                s.grid_col = add(s.grid_col, dx);
             }
-            PanelId::Recs => self.ui.scroll.recs = add(self.ui.scroll.recs, dy, recs::rows(self)),
+            PanelId::Recs => s.recs = add(s.recs, dy),
             _ => {}
         }
     }
@@ -692,15 +720,17 @@ pub fn update(app: &mut App, action: Action) {
         Action::NextUser | Action::PrevUser => {}
         Action::SearchStart => app.ui.search = Some(String::new()),
         Action::ToggleMode => {
-            app.params.mode = match app.params.mode {
-                Mode::Strict => Mode::Relaxed,
-                Mode::Relaxed => Mode::Strict,
-            };
+            let p = &mut app.params.decode;
+            p.mode = p.mode.other();
+            // The adaptive width applies to strict drafts only.
+            if p.mode == Mode::Relaxed {
+                p.draft_mass = None;
+            }
             app.params_changed();
         }
         Action::IncN | Action::DecN => {
             // Steps of 1 while small, 5 beyond 10: N = 40 is the usual setting.
-            let p = &mut app.params;
+            let p = &mut app.params.decode;
             let step = if p.n > 10 || (p.n == 10 && matches!(action, Action::IncN)) {
                 5
             } else {
@@ -718,7 +748,7 @@ pub fn update(app: &mut App, action: Action) {
             }
         }
         Action::IncK | Action::DecK => {
-            let p = &mut app.params;
+            let p = &mut app.params.decode;
             let k = match action {
                 Action::IncK => (p.k + 1).min(MAX_N),
                 _ => p.k.saturating_sub(1).max(1),
@@ -734,7 +764,7 @@ pub fn update(app: &mut App, action: Action) {
         }
         Action::IncGamma | Action::DecGamma => {
             // More than L - 1 drafted steps can never be used.
-            let p = &mut app.params;
+            let p = &mut app.params.decode;
             let g = match action {
                 Action::IncGamma => (p.gamma + 1).min(ID_LEN - 1),
                 _ => p.gamma.saturating_sub(1).max(1),
@@ -776,7 +806,7 @@ pub fn update(app: &mut App, action: Action) {
             app.ui.search = None;
         }
         Action::NextFocus => {
-            if layout::is_compact(app.ui.width, app.ui.height) {
+            if is_compact(app.ui.width, app.ui.height) {
                 // One group of panels at a time: Tab moves to the next group and focuses its
                 // main panel, so the arrows scroll what is on screen.
                 let i = Tab::ALL.iter().position(|t| *t == app.ui.tab).unwrap_or(0);
@@ -787,11 +817,9 @@ pub fn update(app: &mut App, action: Action) {
         }
         Action::SelectTab(t) => app.select_tab(t),
         Action::Scroll { dy, dx } => app.scroll_panel(app.ui.focus, dy, dx),
-        Action::MouseScroll { column, row, dy } => {
-            if let Some(p) = layout::panel_at(app, column, row) {
-                app.ui.focus = p;
-                app.scroll_panel(p, dy, 0);
-            }
+        Action::MouseScroll { panel, dy } => {
+            app.ui.focus = panel;
+            app.scroll_panel(panel, dy, 0);
         }
         Action::Resize { width, height } => {
             app.ui.width = width;

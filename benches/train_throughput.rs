@@ -1,11 +1,11 @@
-//! Training throughput on the real Beauty dataset, for choosing model sizes. Ignored by default
-//! (it needs the dataset and takes a minute or two); run it with
+//! Training throughput on the Beauty dataset, for choosing model sizes: a measurement, not a
+//! check (it takes a minute or two). Run it with
 //!
 //! ```text
-//! cargo test --release --test train_throughput -- --ignored --nocapture
+//! cargo bench --bench train_throughput
 //! ```
 //!
-//! Environment: `ATSPEED_DATA` (dataset folder, default `/work/shared/data/beauty`),
+//! Environment: `ATSPEED_DATA` (dataset folder, default the shipped `assets/beauty`),
 //! `ATSPEED_STEPS` (optimizer steps, default 12), `ATSPEED_SHAPE` (`layers,hidden,heads,kv`,
 //! default `8,128,4,2`), `ATSPEED_BATCH` (default 64). The draft measurement uses a random
 //! target of that shape, teacher beams (K = 20) for `ATSPEED_TEACHER` samples (default 256), and
@@ -26,10 +26,11 @@ fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
 }
 
-#[test]
-#[ignore = "needs the Beauty dataset; a throughput measurement, not a check"]
 fn target_training_throughput() {
-    let dir = PathBuf::from(env_or("ATSPEED_DATA", "/work/shared/data/beauty"));
+    let dir = PathBuf::from(env_or(
+        "ATSPEED_DATA",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/assets/beauty"),
+    ));
     let steps: usize = env_or("ATSPEED_STEPS", "12").parse().unwrap();
     let batch: usize = env_or("ATSPEED_BATCH", "64").parse().unwrap();
     let shape: Vec<usize> = env_or("ATSPEED_SHAPE", "8,128,4,2")
@@ -76,10 +77,11 @@ fn target_training_throughput() {
 }
 
 /// Draft alignment steps (AtSpeed-R and AtSpeed-S with on-policy beams) against a random target.
-#[test]
-#[ignore = "needs the Beauty dataset; a throughput measurement, not a check"]
 fn draft_alignment_throughput() {
-    let dir = PathBuf::from(env_or("ATSPEED_DATA", "/work/shared/data/beauty"));
+    let dir = PathBuf::from(env_or(
+        "ATSPEED_DATA",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/assets/beauty"),
+    ));
     let steps: usize = env_or("ATSPEED_STEPS", "6").parse().unwrap();
     let batch: usize = env_or("ATSPEED_BATCH", "64").parse().unwrap();
     let teacher_n: usize = env_or("ATSPEED_TEACHER", "256").parse().unwrap();
@@ -131,4 +133,9 @@ fn draft_alignment_throughput() {
             e.train_seconds / e.steps as f64
         );
     }
+}
+
+fn main() {
+    target_training_throughput();
+    draft_alignment_throughput();
 }

@@ -1,51 +1,19 @@
 //! Where each panel goes for a terminal size.
 //!
-//! The layout is a pure function of the app state, used by both rendering and mouse handling (the
-//! wheel scrolls the panel under the pointer), so the two can never disagree.
+//! The layout is a pure function of the app state, used by both rendering and the input glue's
+//! mouse handling (the wheel scrolls the panel under the pointer), so the two never disagree.
 
 use ratatui::layout::{Constraint, Layout, Rect};
 
-use super::app::{App, Tab};
+pub use crate::tui::state::{is_compact, PanelId};
+use crate::tui::state::{App, Tab};
 
 /// Below this the explorer shows a message instead of panels.
 pub const MIN_WIDTH: u16 = 60;
 pub const MIN_HEIGHT: u16 = 20;
-/// Below this (but above the minimum) panels are grouped into tabs.
-pub const FULL_WIDTH: u16 = 100;
-pub const FULL_HEIGHT: u16 = 32;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PanelId {
-    Header,
-    Tabs,
-    User,
-    Beams,
-    Attention,
-    Compare,
-    Recs,
-    Speedup,
-    Log,
-    Footer,
-}
-
-impl PanelId {
-    /// The next panel that can take focus (scrollable ones), for Tab.
-    pub fn next(self) -> PanelId {
-        match self {
-            PanelId::User => PanelId::Beams,
-            PanelId::Beams => PanelId::Attention,
-            PanelId::Attention => PanelId::Recs,
-            _ => PanelId::User,
-        }
-    }
-}
 
 pub fn too_small(width: u16, height: u16) -> bool {
     width < MIN_WIDTH || height < MIN_HEIGHT
-}
-
-pub fn is_compact(width: u16, height: u16) -> bool {
-    width < FULL_WIDTH || height < FULL_HEIGHT
 }
 
 /// The panels visible in `area` and their rectangles, in drawing order.

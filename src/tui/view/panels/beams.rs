@@ -13,10 +13,10 @@ use ratatui::Frame;
 
 use crate::decode::trace::{DraftNode, TargetStepKind};
 use crate::ids::Vocab;
-use crate::tui::app::App;
-use crate::tui::layout::PanelId;
-use crate::tui::phase::{self, RoundView};
-use crate::tui::theme;
+use crate::tui::state::phase::{self, RoundView};
+use crate::tui::state::App;
+use crate::tui::view::layout::PanelId;
+use crate::tui::view::theme;
 
 pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     let focused = app.ui.focus == PanelId::Beams;

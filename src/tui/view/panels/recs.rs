@@ -12,16 +12,16 @@ use ratatui::Frame;
 use crate::decode::trace::{BeamView, Mode};
 use crate::ids::Vocab;
 use crate::session::{UserRun, UserView};
-use crate::tui::app::App;
-use crate::tui::layout::PanelId;
-use crate::tui::theme;
+use crate::tui::state::App;
+use crate::tui::view::layout::PanelId;
+use crate::tui::view::theme;
 
 /// Below this inner width the target-only list is summarised instead of drawn.
 const TWO_COLUMNS: u16 = 40;
 
 pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     let focused = app.ui.focus == PanelId::Recs;
-    let title = format!(" Recommendations · top {} ", app.params.k);
+    let title = format!(" Recommendations · top {} ", app.params.decode.k);
     let block = theme::block(title, focused);
     let inner = block.inner(area);
     frame.render_widget(block, area);
@@ -106,7 +106,7 @@ fn agreement(run: &UserRun) -> Line<'static> {
         .iter()
         .filter(|a| base.iter().any(|b| b.tokens == a.tokens))
         .count();
-    match (run.params.mode, same_order) {
+    match (run.params.decode.mode, same_order) {
         (_, true) => Line::styled("target-only list: identical", Style::new().fg(theme::HIT)),
         (Mode::Strict, false) => Line::styled(
             format!(

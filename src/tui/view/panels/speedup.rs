@@ -13,9 +13,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Axis, Chart, Dataset, GraphType, Paragraph};
 use ratatui::Frame;
 
-use crate::tui::app::App;
-use crate::tui::stats::Stats;
-use crate::tui::theme;
+use crate::eval::speed::SpeedStats;
+use crate::tui::state::App;
+use crate::tui::view::theme;
 
 pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     let title = format!(" Speedup · measured on {} ", app.header.device);
@@ -30,18 +30,15 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     )];
     match &app.current {
         Some(c) => {
-            let r = &c.run;
+            let u = c.run.speed(0);
             top.push(Line::from(vec![
                 Span::raw(format!("{:<10}", "this user")),
-                Span::styled(
-                    format!("{:<8}", format!("{:.2}x", r.speedup())),
-                    theme::bold(),
-                ),
+                Span::styled(format!("{:<8}", format!("{:.2}x", u.ws())), theme::bold()),
                 Span::raw(format!(
                     "{:.2}x {}->{}",
-                    r.pass_ratio(),
-                    r.baseline.target_passes,
-                    r.trace.target_passes()
+                    u.pass_ratio(),
+                    u.baseline_target_passes,
+                    u.target_passes
                 )),
             ]));
         }
@@ -53,16 +50,16 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
             top.push(Line::from(vec![
                 Span::raw(format!("{:<10}", format!("{} users", s.users.len()))),
                 Span::styled(
-                    format!("{:<8}", format!("{:.2}x", s.mean_ws())),
+                    format!("{:<8}", format!("{:.2}x", s.ws_mean())),
                     theme::bold(),
                 ),
-                Span::raw(format!("{:.2}x", s.mean_pass_ratio())),
+                Span::raw(format!("{:.2}x", s.target_pass_ratio())),
             ]));
             top.push(Line::raw(format!(
-                "{:<10}{:<8}{:.2} steps/user",
+                "{:<10}{:<8}AS {:.2}",
                 "totals",
-                format!("{:.2}x", s.ws_of_totals()),
-                s.mean_accepted()
+                format!("{:.2}x", s.ws_total()),
+                s.accepted_steps()
             )));
         }
         None => top.push(Line::styled("no users yet: a auto-runs many", theme::dim())),
@@ -81,9 +78,9 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     }
 }
 
-fn render_chart(s: &Stats, frame: &mut Frame, area: Rect) {
+fn render_chart(s: &SpeedStats, frame: &mut Frame, area: Rect) {
     let points = s.ws_points();
-    let mean = s.running_mean();
+    let mean = s.ws_running_mean();
     let x_max = (points.len() as f64).max(2.0);
     let y_max = points.iter().map(|p| p.1).fold(1.0f64, f64::max).ceil();
     let chart = Chart::new(vec![
@@ -115,10 +112,10 @@ fn render_chart(s: &Stats, frame: &mut Frame, area: Rect) {
     frame.render_widget(chart, area);
 }
 
-fn summary_lines(s: &Stats) -> Vec<Line<'static>> {
-    let hist = s.accepted_hist();
+fn summary_lines(s: &SpeedStats) -> Vec<Line<'static>> {
+    let hist = s.accepted_histogram();
     let max = hist.iter().copied().max().unwrap_or(1).max(1);
-    let mut h = vec![Span::raw("accepted")];
+    let mut h = vec![Span::raw("AS")];
     for (i, &c) in hist.iter().enumerate() {
         // Bars up to 6 cells, at least one for a non-zero count.
         let len = if c == 0 { 0 } else { (c * 6).div_ceil(max) };
@@ -127,7 +124,7 @@ fn summary_lines(s: &Stats) -> Vec<Line<'static>> {
         h.push(Span::styled(format!("{c}"), theme::dim()));
     }
     let mut d = vec![Span::raw("per depth")];
-    for (i, rate) in s.per_depth().iter().enumerate() {
+    for (i, rate) in s.depth_acceptance().iter().enumerate() {
         d.push(Span::styled(
             format!(" d{} {:.0}%", i + 1, rate * 100.0),
             Style::new().fg(theme::depth_color(i + 1)),

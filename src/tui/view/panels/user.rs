@@ -8,9 +8,9 @@ use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
 use crate::session::UserView;
-use crate::tui::app::App;
-use crate::tui::layout::PanelId;
-use crate::tui::theme;
+use crate::tui::state::App;
+use crate::tui::view::layout::PanelId;
+use crate::tui::view::theme;
 
 pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     let focused = app.ui.focus == PanelId::User;

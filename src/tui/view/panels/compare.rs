@@ -9,9 +9,9 @@ use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
 use crate::session::UserRun;
-use crate::tui::app::App;
-use crate::tui::phase;
-use crate::tui::theme;
+use crate::tui::state::phase;
+use crate::tui::state::App;
+use crate::tui::view::theme;
 
 pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     let other = app.compare.map(|i| app.draft_name(i)).unwrap_or_default();
@@ -54,15 +54,13 @@ fn column(run: &UserRun, rival: &UserRun) -> Vec<Line<'static>> {
         }
     };
     let t = &run.trace;
+    let (mine, theirs) = (run.speed(0), rival.speed(0));
     let mut lines = vec![
         Line::styled(run.params.draft.clone(), theme::bold()),
         Line::from(vec![
             Span::raw("WS "),
-            Span::styled(
-                format!("{:.2}x", run.speedup()),
-                better(run.speedup(), rival.speedup()),
-            ),
-            Span::raw(format!(" · passes {:.2}x", run.pass_ratio())),
+            Span::styled(format!("{:.2}x", mine.ws()), better(mine.ws(), theirs.ws())),
+            Span::raw(format!(" · passes {:.2}x", mine.pass_ratio())),
         ]),
         Line::from(vec![
             Span::raw("accepted steps "),

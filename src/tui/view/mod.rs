@@ -1,4 +1,9 @@
-//! Draws the whole screen from the app state: the layout decides where, the panels decide what.
+//! The explorer's view: draws the whole screen from the state. The layout decides where, the
+//! panels decide what. View code reads [`App`]; the state never calls into the view.
+
+pub mod layout;
+pub mod panels;
+pub mod theme;
 
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -6,11 +11,14 @@ use ratatui::text::Line;
 use ratatui::widgets::{Paragraph, Tabs, Wrap};
 use ratatui::Frame;
 
-use super::app::{App, Tab};
-use super::layout::{self, PanelId};
-use super::panels;
+use crate::tui::state::{App, PanelId, Tab};
 
-pub fn render(app: &App, frame: &mut Frame) {
+/// Draws the screen. Before drawing it clamps the panels' scroll offsets to their content (the
+/// one thing it writes back, as ratatui's stateful widgets do), so scrolling past the end never
+/// needs as many key presses to come back.
+pub fn render(app: &mut App, frame: &mut Frame) {
+    clamp_scroll(app);
+    let app = &*app;
     let area = frame.area();
     if layout::too_small(area.width, area.height) {
         too_small(frame, area);
@@ -71,4 +79,19 @@ fn too_small(frame: &mut Frame, area: Rect) {
             .alignment(ratatui::layout::Alignment::Center),
         rect,
     );
+}
+
+/// Keeps every scroll offset within its panel's content (at least the last line stays in view).
+fn clamp_scroll(app: &mut App) {
+    let max = |rows: usize| rows.saturating_sub(1).min(u16::MAX as usize) as u16;
+    let user = max(panels::user::rows(app));
+    let beams = max(panels::beams::rows(app));
+    let grid = max(panels::attention::rows(app));
+    let recs = max(panels::recs::rows(app));
+    let s = &mut app.ui.scroll;
+    s.user = s.user.min(user);
+    s.beams = s.beams.min(beams);
+    s.grid_row = s.grid_row.min(grid);
+    s.grid_col = s.grid_col.min(grid);
+    s.recs = s.recs.min(recs);
 }

@@ -1,0 +1,132 @@
+//! One user's recommendations: the history, the ground truth, and the top-K list with titles,
+//! from target-only beam search or from speculative decoding (what `atspeed recommend` prints).
+
+use std::fmt;
+
+use rand::SeedableRng;
+
+use crate::data::{Dataset, Sample};
+use crate::decode::{beam_search, speculative, BeamView, DecodeParams};
+use crate::ids::Identifier;
+use crate::model::Llm;
+use crate::text::printable;
+use crate::Result;
+
+/// A decoded user, ready to print.
+pub struct Recommendation {
+    pub sample: Sample,
+    pub beams: Vec<BeamView>,
+    /// How the list was made (search, passes, time).
+    pub how: String,
+    lines_history: Vec<String>,
+    lines_truth: Vec<String>,
+    lines_beams: Vec<String>,
+}
+
+/// Decodes user `uid` target-only, or speculatively when a draft is given.
+pub fn recommend(
+    data: &Dataset,
+    target: &Llm,
+    draft: Option<&Llm>,
+    uid: u32,
+    history: usize,
+    params: &DecodeParams,
+    seed: u64,
+) -> Result<Recommendation> {
+    let sample = data.user_sample(uid, history)?;
+    let prompt = data.prompt(&sample.history);
+    let (beams, how) = match draft {
+        None => {
+            let b = beam_search(target, &data.trie, &prompt, params.k)?;
+            let how = format!(
+                "target-only beam search, {} target passes, {:.1} ms",
+                b.target_passes, b.time_ms
+            );
+            (b.beams, how)
+        }
+        Some(draft) => {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let t = speculative(target, draft, &data.trie, &prompt, params, &mut rng)?;
+            let how = format!(
+                "speculative ({}, N {} gamma {}), AS {}, {} target + {} draft passes, {:.1} ms",
+                params.mode.name(),
+                params.n,
+                params.gamma,
+                t.accepted_steps(),
+                t.target_passes(),
+                t.draft_passes(),
+                t.speculative_ms()
+            );
+            (t.beams, how)
+        }
+    };
+    let item_line = |item: u32| {
+        format!(
+            "  {}  {}",
+            data.vocab.render(&data.items[item as usize]),
+            printable(&data.title(item))
+        )
+    };
+    let lines_history = sample.history.iter().map(|&i| item_line(i)).collect();
+    let lines_truth = sample.target_items.iter().map(|&i| item_line(i)).collect();
+    let lines_beams = beams
+        .iter()
+        .enumerate()
+        .map(|(rank, b)| {
+            let ident: Option<Identifier> = b.tokens.clone().try_into().ok();
+            let hit = ident.is_some_and(|i| sample.targets.contains(&i));
+            let titles: Vec<String> = ident
+                .map(|i| data.items_of(&i).to_vec())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|i| printable(&data.title(i)).into_owned())
+                .collect();
+            format!(
+                "{:>3} {} {:>9.4}  {}  {}",
+                rank + 1,
+                if hit { "*" } else { " " },
+                b.score,
+                data.vocab.render(&b.tokens),
+                titles.join(" | ")
+            )
+        })
+        .collect();
+    Ok(Recommendation {
+        sample,
+        beams,
+        how,
+        lines_history,
+        lines_truth,
+        lines_beams,
+    })
+}
+
+impl fmt::Display for Recommendation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "user {} - {} history items (oldest first):",
+            self.sample.user,
+            self.sample.history.len()
+        )?;
+        for l in &self.lines_history {
+            writeln!(f, "{l}")?;
+        }
+        if !self.lines_truth.is_empty() {
+            writeln!(f, "ground truth (test):")?;
+            for l in &self.lines_truth {
+                writeln!(f, "{l}")?;
+            }
+        }
+        write!(
+            f,
+            "top {} recommendations ({}):",
+            self.beams.len(),
+            self.how
+        )?;
+        for l in &self.lines_beams {
+            write!(f, "\n{l}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,233 @@
+//! The paper's speed metrics, defined once for the bench, the explorer and sessions.
+//!
+//! - **WS** (walltime speedup) of a user: the target-only beam search's milliseconds over the
+//!   speculative decode's milliseconds, both timed on the same device in the same process.
+//!   Over users it is reported two ways: the ratio of the totals ([`SpeedStats::ws_total`]) and
+//!   the mean of the per-user ratios ([`SpeedStats::ws_mean`], what the reference reports).
+//! - **AS** (accepted steps) of a user: the drafted steps accepted over all its rounds (0..=3
+//!   with 4-token identifiers); [`SpeedStats::accepted_steps`] is its mean over users.
+//! - **Per-depth acceptance** at drafted depth d (1-based within a round): the rounds that
+//!   accepted depth d over the rounds whose verifier *examined* depth d. A round examines every
+//!   depth it accepts and the first one it rejects; depths after a rejection were never looked
+//!   at and do not count ([`crate::decode::RoundTrace::examined`]).
+//! - **Target-pass ratio**: target-only forward passes over speculative target passes, as a
+//!   ratio of totals: the speedup a device whose passes cost the same whatever their tokens
+//!   would turn the measured acceptance into.
+
+use serde::{Deserialize, Serialize};
+
+use crate::decode::{DecodeTrace, PhaseTimes};
+use crate::ids::ID_LEN;
+
+/// WS of one decode: `baseline_ms / speculative_ms` (0 when nothing was timed).
+pub fn walltime_speedup(baseline_ms: f64, speculative_ms: f64) -> f64 {
+    if speculative_ms > 0.0 {
+        baseline_ms / speculative_ms
+    } else {
+        0.0
+    }
+}
+
+/// Drafted depths a round can hold (the target always takes the last identifier token).
+pub const MAX_DRAFTED: usize = ID_LEN - 1;
+
+/// What one user's decode contributes to the speed metrics.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct UserSpeed {
+    /// The dataset's user id.
+    pub user: u32,
+    pub baseline_ms: f64,
+    pub speculative_ms: f64,
+    /// AS of this user.
+    pub accepted_steps: usize,
+    pub baseline_target_passes: usize,
+    pub target_passes: usize,
+    pub draft_passes: usize,
+    pub times: PhaseTimes,
+    /// Per drafted depth (index 0 = depth 1): rounds that examined it, and that accepted it.
+    pub depth_examined: [usize; MAX_DRAFTED],
+    pub depth_accepted: [usize; MAX_DRAFTED],
+}
+
+impl UserSpeed {
+    /// The numbers of one speculative decode against its target-only baseline.
+    pub fn new(
+        user: u32,
+        trace: &DecodeTrace,
+        baseline_ms: f64,
+        baseline_target_passes: usize,
+    ) -> Self {
+        let mut depth_examined = [0; MAX_DRAFTED];
+        let mut depth_accepted = [0; MAX_DRAFTED];
+        for round in &trace.rounds {
+            for d in 0..round.examined().min(MAX_DRAFTED) {
+                depth_examined[d] += 1;
+                if d < round.accepted {
+                    depth_accepted[d] += 1;
+                }
+            }
+        }
+        UserSpeed {
+            user,
+            baseline_ms,
+            speculative_ms: trace.speculative_ms(),
+            accepted_steps: trace.accepted_steps(),
+            baseline_target_passes,
+            target_passes: trace.target_passes(),
+            draft_passes: trace.draft_passes(),
+            times: trace.times(),
+            depth_examined,
+            depth_accepted,
+        }
+    }
+
+    /// WS of this user.
+    pub fn ws(&self) -> f64 {
+        walltime_speedup(self.baseline_ms, self.speculative_ms)
+    }
+
+    /// This user's target-pass ratio.
+    pub fn pass_ratio(&self) -> f64 {
+        ratio(
+            self.baseline_target_passes as f64,
+            self.target_passes as f64,
+        )
+    }
+}
+
+/// The speed metrics over a set of users (one parameter set).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SpeedStats {
+    /// In the order they were first recorded.
+    pub users: Vec<UserSpeed>,
+}
+
+impl SpeedStats {
+    /// Adds a user; a user recorded again replaces its earlier numbers (the explorer re-runs
+    /// users), so no user counts twice.
+    pub fn record(&mut self, u: UserSpeed) {
+        match self.users.iter_mut().find(|x| x.user == u.user) {
+            Some(old) => *old = u,
+            None => self.users.push(u),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    fn sum(&self, f: impl Fn(&UserSpeed) -> f64) -> f64 {
+        self.users.iter().map(f).sum()
+    }
+
+    fn mean(&self, f: impl Fn(&UserSpeed) -> f64) -> f64 {
+        ratio(self.sum(f), self.users.len() as f64)
+    }
+
+    /// WS as the ratio of total baseline time to total speculative time.
+    pub fn ws_total(&self) -> f64 {
+        walltime_speedup(self.sum(|u| u.baseline_ms), self.sum(|u| u.speculative_ms))
+    }
+
+    /// WS as the mean of per-user ratios.
+    pub fn ws_mean(&self) -> f64 {
+        self.mean(UserSpeed::ws)
+    }
+
+    /// AS: mean accepted drafted steps per user.
+    pub fn accepted_steps(&self) -> f64 {
+        self.mean(|u| u.accepted_steps as f64)
+    }
+
+    /// Acceptance rate of drafted depth 1, 2, 3 (accepted over examined; 0 where none was
+    /// examined).
+    pub fn depth_acceptance(&self) -> Vec<f64> {
+        (0..MAX_DRAFTED)
+            .map(|d| {
+                let examined: usize = self.users.iter().map(|u| u.depth_examined[d]).sum();
+                let accepted: usize = self.users.iter().map(|u| u.depth_accepted[d]).sum();
+                ratio(accepted as f64, examined as f64)
+            })
+            .collect()
+    }
+
+    /// Target-pass ratio over all users (ratio of totals).
+    pub fn target_pass_ratio(&self) -> f64 {
+        ratio(
+            self.sum(|u| u.baseline_target_passes as f64),
+            self.sum(|u| u.target_passes as f64),
+        )
+    }
+
+    pub fn mean_baseline_ms(&self) -> f64 {
+        self.mean(|u| u.baseline_ms)
+    }
+
+    pub fn mean_speculative_ms(&self) -> f64 {
+        self.mean(|u| u.speculative_ms)
+    }
+
+    pub fn mean_baseline_target_passes(&self) -> f64 {
+        self.mean(|u| u.baseline_target_passes as f64)
+    }
+
+    pub fn mean_target_passes(&self) -> f64 {
+        self.mean(|u| u.target_passes as f64)
+    }
+
+    pub fn mean_draft_passes(&self) -> f64 {
+        self.mean(|u| u.draft_passes as f64)
+    }
+
+    /// Mean time split per user.
+    pub fn mean_times(&self) -> PhaseTimes {
+        let mut t = PhaseTimes::default();
+        for u in &self.users {
+            t.add(&u.times);
+        }
+        t.scaled(1.0 / self.users.len().max(1) as f64)
+    }
+
+    /// Users per AS value: index = steps a user accepted.
+    pub fn accepted_histogram(&self) -> Vec<usize> {
+        let max = self.users.iter().map(|u| u.accepted_steps).max();
+        let mut h = vec![0; max.unwrap_or(0).max(MAX_DRAFTED) + 1];
+        for u in &self.users {
+            h[u.accepted_steps] += 1;
+        }
+        h
+    }
+
+    /// (x, per-user WS) in recording order, x from 1.
+    pub fn ws_points(&self) -> Vec<(f64, f64)> {
+        (1..)
+            .zip(&self.users)
+            .map(|(i, u)| (i as f64, u.ws()))
+            .collect()
+    }
+
+    /// (x, running mean of the per-user WS).
+    pub fn ws_running_mean(&self) -> Vec<(f64, f64)> {
+        let mut sum = 0.0;
+        (1..)
+            .zip(&self.users)
+            .map(|(i, u)| {
+                sum += u.ws();
+                (i as f64, sum / i as f64)
+            })
+            .collect()
+    }
+}
+
+/// a / b, or 0 when b is 0.
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        0.0
+    }
+}

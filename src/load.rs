@@ -1,0 +1,165 @@
+//! Loading what a command runs on: a dataset and checkpoints placed on a device, checked against
+//! each other, and the draft models found beside a target.
+//!
+//! Every entry point (the command line, the explorer, tests) loads through here, so no model
+//! reaches the decoder without the check that it speaks the dataset's vocabulary.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+
+use crate::data::Dataset;
+use crate::model::{checkpoint, Llm};
+use crate::{Error, Result};
+
+/// Where and in which dtype models run.
+#[derive(Clone, Debug)]
+pub struct Placement {
+    pub device: Device,
+    pub dtype: DType,
+}
+
+impl Placement {
+    /// `device` as `cpu`, `cuda` or `cuda:N`; `dtype` as `f32`, `f16` or `bf16`.
+    pub fn parse(device: &str, dtype: &str) -> Result<Placement> {
+        Ok(Placement {
+            device: crate::device::parse_device(device)?,
+            dtype: checkpoint::parse_dtype(dtype)?,
+        })
+    }
+
+    /// The CPU in f32: the reference every other placement is checked against.
+    pub fn cpu_f32() -> Placement {
+        Placement {
+            device: Device::Cpu,
+            dtype: DType::F32,
+        }
+    }
+}
+
+/// Fails unless `model` was trained on exactly the dataset's vocabulary: same tokens, same ids.
+/// The error names the first token that differs.
+pub fn check_vocab(model: &Llm, data: &Dataset) -> Result<()> {
+    let mine = &model.vocab;
+    let theirs = data.vocab.tokens();
+    if mine.as_slice() == theirs {
+        return Ok(());
+    }
+    let path = model
+        .dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&model.name));
+    let first = mine.iter().zip(theirs).position(|(a, b)| a != b);
+    let detail = match first {
+        Some(i) => format!(
+            "token id {i} is {} in the model but {} in the dataset",
+            crate::text::quoted(&mine[i], 40),
+            crate::text::quoted(&theirs[i], 40)
+        ),
+        None => format!(
+            "the model has {} tokens, the dataset {}",
+            mine.len(),
+            theirs.len()
+        ),
+    };
+    Err(Error::model(
+        path,
+        format!(
+            "vocabulary does not match dataset {} ({detail})",
+            data.dir.display()
+        ),
+    ))
+}
+
+/// Loads a checkpoint placed as asked and checks it against the dataset.
+pub fn load_model(dir: &Path, data: &Dataset, at: &Placement) -> Result<Llm> {
+    let m = Llm::load_as(dir, &at.device, at.dtype)?;
+    check_vocab(&m, data)?;
+    Ok(m)
+}
+
+/// A name and a folder from `NAME=DIR`, or from a bare `DIR` (named after its last component).
+/// An empty name or folder is an error naming `what`.
+pub fn parse_named(spec: &str, what: &str) -> Result<(String, PathBuf)> {
+    let (name, path) = match spec.split_once('=') {
+        Some((n, d)) => (n.trim().to_string(), PathBuf::from(d)),
+        None => {
+            let p = PathBuf::from(spec);
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (name, p)
+        }
+    };
+    if name.is_empty() || path.as_os_str().is_empty() {
+        return Err(Error::invalid(
+            what,
+            format!(
+                "{} is not NAME=DIR with a non-empty name and folder",
+                crate::text::quoted(spec, 60)
+            ),
+        ));
+    }
+    Ok((name, path))
+}
+
+/// The draft models beside a target: every checkpoint folder in `models` except `target`,
+/// named after its folder. The strict-aligned draft comes first (the explorer opens in strict
+/// mode), then the relaxed-aligned one, then the rest by name.
+pub fn discover_drafts(models: &Path, target: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let entries = std::fs::read_dir(models).map_err(|e| Error::io(models, e))?;
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    };
+    let mut found: Vec<(String, PathBuf)> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join(checkpoint::CONFIG).is_file() && !same(p, target))
+        .map(|p| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (name, p)
+        })
+        .collect();
+    found.sort_by_key(|(name, _)| (name != "atspeed-s", name != "atspeed-r", name.clone()));
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_paths() {
+        assert_eq!(
+            parse_named("s=a/b", "draft").unwrap(),
+            ("s".to_string(), PathBuf::from("a/b"))
+        );
+        assert_eq!(
+            parse_named("models/atspeed-s", "draft").unwrap().0,
+            "atspeed-s"
+        );
+        for bad in ["=dir", "name=", "", "  =x"] {
+            let e = parse_named(bad, "draft").unwrap_err().to_string();
+            assert!(e.starts_with("draft"), "{e}");
+        }
+    }
+
+    #[test]
+    fn drafts_are_found_beside_the_target_in_a_stable_order() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["sft", "target", "atspeed-r", "atspeed-s", "notes"] {
+            let d = dir.path().join(name);
+            std::fs::create_dir(&d).unwrap();
+            if name != "notes" {
+                std::fs::write(d.join(checkpoint::CONFIG), "{}").unwrap();
+            }
+        }
+        let found = discover_drafts(dir.path(), &dir.path().join("target")).unwrap();
+        let names: Vec<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["atspeed-s", "atspeed-r", "sft"]);
+    }
+}
