@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use atspeed::data::Dataset;
-use atspeed::model::{LlamaConfig, Llm};
+use atspeed::model::{Llm, ModelConfig};
 use atspeed::train::{
     align_draft, build_teacher, read_teacher, train_target, AlignConfig, AlignMethod, OptimConfig,
     TargetTrainConfig,
@@ -91,7 +91,7 @@ fn draft_alignment_throughput() {
         .collect();
     let data = Dataset::load(&dir).unwrap();
     let work = tempfile::tempdir().unwrap();
-    let cfg = LlamaConfig::compact(data.vocab.len(), shape[0], shape[1], shape[2], shape[3]);
+    let cfg = ModelConfig::compact(data.vocab.len(), shape[0], shape[1], shape[2], shape[3]);
     let tdir = work.path().join("target");
     Llm::random(&cfg, data.vocab.tokens().to_vec(), 0.02, 1, &Device::Cpu)
         .unwrap()

@@ -2,29 +2,35 @@
 //! each other, and the draft models found beside a target.
 //!
 //! Every entry point (the command line, the explorer, tests) loads through here, so no model
-//! reaches the decoder without the check that it speaks the dataset's vocabulary.
+//! reaches the decoder without its dataset mapped into its token space, and no draft without
+//! the check that it sees that space as the target does.
 
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
 
 use crate::data::Dataset;
-use crate::model::{checkpoint, Llm};
+use crate::model::{checkpoint, Llm, LoadOptions, PromptStyle};
+use crate::space::TokenSpace;
 use crate::{Error, Result};
 
-/// Where and in which dtype models run.
+/// Where and in which dtype models run, and with which prompt style.
 #[derive(Clone, Debug)]
 pub struct Placement {
     pub device: Device,
-    pub dtype: DType,
+    /// `None`: each checkpoint's stored dtype.
+    pub dtype: Option<DType>,
+    /// Overrides the prompt style detected from each checkpoint.
+    pub prompt: Option<PromptStyle>,
 }
 
 impl Placement {
-    /// `device` as `cpu`, `cuda` or `cuda:N`; `dtype` as `f32`, `f16` or `bf16`.
+    /// `device` as `cpu`, `cuda` or `cuda:N`; `dtype` as `f32`, `f16`, `bf16` or `auto`.
     pub fn parse(device: &str, dtype: &str) -> Result<Placement> {
         Ok(Placement {
             device: crate::device::parse_device(device)?,
-            dtype: checkpoint::parse_dtype(dtype)?,
+            dtype: checkpoint::parse_dtype_or_auto(dtype)?,
+            prompt: None,
         })
     }
 
@@ -32,49 +38,63 @@ impl Placement {
     pub fn cpu_f32() -> Placement {
         Placement {
             device: Device::Cpu,
-            dtype: DType::F32,
+            dtype: Some(DType::F32),
+            prompt: None,
+        }
+    }
+
+    fn options(&self, base: Option<&Path>) -> LoadOptions {
+        LoadOptions {
+            device: self.device.clone(),
+            dtype: self.dtype,
+            base: base.map(Path::to_path_buf),
+            prompt: self.prompt,
         }
     }
 }
 
-/// Fails unless `model` was trained on exactly the dataset's vocabulary: same tokens, same ids.
-/// The error names the first token that differs.
-pub fn check_vocab(model: &Llm, data: &Dataset) -> Result<()> {
-    let mine = &model.vocab;
-    let theirs = data.vocab.tokens();
-    if mine.as_slice() == theirs {
-        return Ok(());
-    }
-    let path = model
-        .dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(&model.name));
-    let first = mine.iter().zip(theirs).position(|(a, b)| a != b);
-    let detail = match first {
-        Some(i) => format!(
-            "token id {i} is {} in the model but {} in the dataset",
-            crate::text::quoted(&mine[i], 40),
-            crate::text::quoted(&theirs[i], 40)
-        ),
-        None => format!(
-            "the model has {} tokens, the dataset {}",
-            mine.len(),
-            theirs.len()
-        ),
-    };
-    Err(Error::model(
-        path,
-        format!(
-            "vocabulary does not match dataset {} ({detail})",
-            data.dir.display()
-        ),
-    ))
+/// Loads a checkpoint (or an adapter over `base`) as placed.
+pub fn load_model(dir: &Path, base: Option<&Path>, at: &Placement) -> Result<Llm> {
+    Llm::load_with(dir, &at.options(base))
 }
 
-/// Loads a checkpoint placed as asked and checks it against the dataset.
-pub fn load_model(dir: &Path, data: &Dataset, at: &Placement) -> Result<Llm> {
-    let m = Llm::load_as(dir, &at.device, at.dtype)?;
-    check_vocab(&m, data)?;
+/// Loads the target and maps the dataset into its token space.
+pub fn load_target(
+    dir: &Path,
+    base: Option<&Path>,
+    data: &Dataset,
+    at: &Placement,
+) -> Result<(Llm, TokenSpace)> {
+    let m = load_model(dir, base, at)?;
+    let space = TokenSpace::new(data, &m)?;
+    Ok((m, space))
+}
+
+/// Loads a draft and checks it sees the dataset as the target does (same code token ids, same
+/// prompts).
+pub fn load_draft(
+    dir: &Path,
+    base: Option<&Path>,
+    data: &Dataset,
+    at: &Placement,
+    target: &TokenSpace,
+) -> Result<Llm> {
+    let m = load_model(dir, base, at)?;
+    target.check_draft(&TokenSpace::new(data, &m)?, data)?;
+    Ok(m)
+}
+
+/// Loads a model for training, which runs on the compact prompt only: its vocabulary must be
+/// the dataset's, token for token.
+pub fn load_compact(dir: &Path, data: &Dataset, at: &Placement) -> Result<Llm> {
+    let m = load_model(dir, None, at)?;
+    if m.style != PromptStyle::Compact {
+        return Err(Error::model(
+            dir,
+            "is a reference-style checkpoint: training (train, teacher, align) runs on compact-prompt models only",
+        ));
+    }
+    crate::space::check_vocab(&m, data)?;
     Ok(m)
 }
 
@@ -115,7 +135,10 @@ pub fn discover_drafts(models: &Path, target: &Path) -> Result<Vec<(String, Path
     };
     let mut found: Vec<(String, PathBuf)> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join(checkpoint::CONFIG).is_file() && !same(p, target))
+        .filter(|p| {
+            (p.join(checkpoint::CONFIG).is_file() || crate::model::lora::is_adapter(p))
+                && !same(p, target)
+        })
         .map(|p| {
             let name = p
                 .file_name()

@@ -11,8 +11,9 @@ use atspeed::data::{Dataset, DEFAULT_HISTORY};
 use atspeed::decode::{DecodeParams, Mode};
 use atspeed::device::label;
 use atspeed::eval::bench::{run_bench, BenchConfig};
-use atspeed::load::{load_model, Placement};
-use atspeed::model::{checkpoint, LlamaConfig, Llm};
+use atspeed::load::{load_compact, load_model, load_target, Placement};
+use atspeed::model::{checkpoint, Llm, ModelConfig};
+use atspeed::space::TokenSpace;
 
 #[derive(Parser)]
 #[command(
@@ -36,7 +37,13 @@ enum Command {
     /// Measure target-only vs speculative decoding on test users.
     Bench(BenchArgs),
     /// Summarise a dataset folder or a checkpoint folder.
-    Inspect { dir: PathBuf },
+    Inspect {
+        /// A dataset folder, a checkpoint folder or a LoRA adapter folder.
+        dir: PathBuf,
+        /// Base checkpoint of an adapter folder (default: its base_model_name_or_path).
+        #[arg(long, value_name = "DIR")]
+        base: Option<PathBuf>,
+    },
     /// Write a randomly initialised checkpoint sized for a dataset's vocabulary.
     NewModel(NewModelArgs),
     /// Check a device: logits against the CPU f32 reference, strict exactness, a short bench.
@@ -217,15 +224,27 @@ struct Common {
     /// Dataset folder (reference layout).
     #[arg(long, default_value_os_t = default_asset("beauty"))]
     data: PathBuf,
-    /// Target checkpoint folder.
+    /// Target checkpoint folder, or a PEFT LoRA adapter folder (merged at load over its base).
     #[arg(long, default_value_os_t = default_asset("models/target"))]
     target: PathBuf,
+    /// Base checkpoint of a --target adapter (default: the adapter's base_model_name_or_path,
+    /// when that is a local folder).
+    #[arg(long, value_name = "DIR")]
+    target_base: Option<PathBuf>,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Weight dtype on the device: f32, f16 or bf16 (CPU: f32 is the fast and exact choice).
-    #[arg(long, default_value = "f32")]
+    /// Weight dtype on the device: f32, f16, bf16, or auto (as stored: a 16-bit LLM stays
+    /// 16-bit, no f32 copy).
+    #[arg(long, default_value = "auto")]
     dtype: String,
+    /// Prompt style: compact (this project's models) or reference (the instruction template
+    /// through the checkpoint's own tokenizer). Default: detected from each checkpoint.
+    #[arg(long, value_name = "STYLE")]
+    prompt: Option<String>,
+    /// Base checkpoint of draft adapters (default: each adapter's base_model_name_or_path).
+    #[arg(long, value_name = "DIR")]
+    draft_base: Option<PathBuf>,
     /// History length H of the prompts.
     #[arg(long, default_value_t = DEFAULT_HISTORY)]
     history: usize,
@@ -397,6 +416,8 @@ const FLAGS: &[(&str, &str)] = &[
     ("batch_size", "--batch-size"),
     ("epochs", "--epochs"),
     ("out", "--out"),
+    ("prompt", "--prompt"),
+    ("std", "--std"),
 ];
 
 /// The error as one line, with a library parameter named by its command-line flag.
@@ -416,7 +437,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Replay { file }) => replay(&file),
         Some(Command::Recommend(a)) => recommend(a),
         Some(Command::Bench(a)) => bench(a),
-        Some(Command::Inspect { dir }) => inspect(&dir),
+        Some(Command::Inspect { dir, base }) => inspect(&dir, base.as_deref()),
         Some(Command::NewModel(a)) => new_model(a),
         Some(Command::Selftest(a)) => selftest(a),
         Some(Command::Train {
@@ -441,8 +462,30 @@ impl TuiArgs {
 
 impl Common {
     fn placement(&self) -> Result<Placement> {
-        Ok(Placement::parse(&self.device, &self.dtype)?)
+        let mut at = Placement::parse(&self.device, &self.dtype)?;
+        at.prompt = self.prompt.as_deref().map(str::parse).transpose()?;
+        Ok(at)
     }
+
+    /// A draft from DIR (a checkpoint or an adapter), checked against the target's token space.
+    fn draft(&self, dir: &Path, w: &Workload) -> Result<Llm> {
+        Ok(atspeed::load::load_draft(
+            dir,
+            self.draft_base.as_deref(),
+            &w.data,
+            &w.at,
+            &w.space,
+        )?)
+    }
+}
+
+/// What a decoding subcommand runs on: the dataset, the target and the dataset in the target's
+/// token space, placed as the flags say.
+struct Workload {
+    at: Placement,
+    data: Dataset,
+    target: Llm,
+    space: TokenSpace,
 }
 
 impl DecodeArgs {
@@ -458,12 +501,16 @@ impl DecodeArgs {
     }
 }
 
-/// The dataset and target of a decoding subcommand, placed as the flags say.
-fn load_common(c: &Common) -> Result<(Placement, Dataset, Llm)> {
+fn load_common(c: &Common) -> Result<Workload> {
     let at = c.placement()?;
     let data = Dataset::load(&c.data)?;
-    let target = load_model(&c.target, &data, &at)?;
-    Ok((at, data, target))
+    let (target, space) = load_target(&c.target, c.target_base.as_deref(), &data, &at)?;
+    Ok(Workload {
+        at,
+        data,
+        target,
+        space,
+    })
 }
 
 #[cfg(feature = "tui")]
@@ -473,7 +520,7 @@ fn tui(a: TuiArgs) -> Result<()> {
     }
     let params = a.decode.params(a.k);
     params.validate()?;
-    let (at, data, target) = load_common(&a.common)?;
+    let w = load_common(&a.common)?;
     let specs = if a.drafts.is_empty() {
         let models = a.common.target.parent().unwrap_or(Path::new("."));
         atspeed::load::discover_drafts(models, &a.common.target)?
@@ -488,13 +535,14 @@ fn tui(a: TuiArgs) -> Result<()> {
     }
     let mut drafts = Vec::new();
     for (name, dir) in specs {
-        drafts.push((name, load_model(&dir, &data, &at)?));
+        drafts.push((name, a.common.draft(&dir, &w)?));
     }
     Ok(atspeed::tui::run_explorer(atspeed::tui::ExplorerContext {
-        dataset: data,
-        target,
+        device: label(&w.at.device),
+        dataset: w.data,
+        target: w.target,
+        space: w.space,
         drafts,
-        device: label(&at.device),
         params: atspeed::tui::Params {
             decode: params,
             draft: 0,
@@ -526,17 +574,17 @@ fn recommend(a: RecommendArgs) -> Result<()> {
         Some(_) => params.validate()?,
         None => atspeed::decode::params::check_k(a.k)?,
     }
-    let (at, data, target) = load_common(&a.common)?;
+    let w = load_common(&a.common)?;
     let draft = match &a.draft {
-        Some(dir) => Some(load_model(dir, &data, &at)?),
+        Some(dir) => Some(a.common.draft(dir, &w)?),
         None => None,
     };
     let r = atspeed::eval::recommend::recommend(
-        &data,
-        &target,
+        &w.data,
+        &w.space,
+        &w.target,
         draft.as_ref(),
-        a.user,
-        a.common.history,
+        w.data.user_sample(a.user, a.common.history)?,
         &params,
         a.common.seed,
     )?;
@@ -559,8 +607,8 @@ fn bench(a: BenchArgs) -> Result<()> {
         history: a.common.history,
         seed: a.common.seed,
     };
-    let (at, data, target) = load_common(&a.common)?;
-    let draft = load_model(&a.draft, &data, &at)?;
+    let w = load_common(&a.common)?;
+    let draft = a.common.draft(&a.draft, &w)?;
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -569,11 +617,12 @@ fn bench(a: BenchArgs) -> Result<()> {
         .expect("valid template"),
     );
     let report = run_bench(
-        &data,
-        &target,
+        &w.data,
+        &w.space,
+        &w.target,
         &draft,
         &cfg,
-        &label(&at.device),
+        &label(&w.at.device),
         |done, total| {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
@@ -588,9 +637,9 @@ fn bench(a: BenchArgs) -> Result<()> {
     Ok(report.strict_verdict()?)
 }
 
-fn inspect(dir: &Path) -> Result<()> {
-    if dir.join(checkpoint::CONFIG).exists() {
-        println!("{}", Llm::load(dir, &candle_core::Device::Cpu)?.summary());
+fn inspect(dir: &Path, base: Option<&Path>) -> Result<()> {
+    if dir.join(checkpoint::CONFIG).exists() || atspeed::model::lora::is_adapter(dir) {
+        println!("{}", atspeed::model::summarize(dir, base)?);
     } else {
         println!("{}", Dataset::load(dir)?.summary());
     }
@@ -600,7 +649,7 @@ fn inspect(dir: &Path) -> Result<()> {
 fn new_model(a: NewModelArgs) -> Result<()> {
     let data = Dataset::load(&a.data)?;
     let kv = a.kv_heads.unwrap_or(a.heads);
-    let cfg = LlamaConfig::compact(data.vocab.len(), a.layers, a.hidden, a.heads, kv);
+    let cfg = ModelConfig::compact(data.vocab.len(), a.layers, a.hidden, a.heads, kv);
     let dtype = checkpoint::parse_dtype(&a.dtype)?;
     let m = Llm::random(
         &cfg,
@@ -620,15 +669,23 @@ fn new_model(a: NewModelArgs) -> Result<()> {
 }
 
 fn selftest(a: SelftestArgs) -> Result<()> {
-    let (at, data, target) = load_common(&a.common)?;
-    let draft = load_model(&a.draft, &data, &at)?;
-    let reference = load_model(&a.common.target, &data, &Placement::cpu_f32())?;
+    let w = load_common(&a.common)?;
+    let draft = a.common.draft(&a.draft, &w)?;
+    let reference = load_model(
+        &a.common.target,
+        a.common.target_base.as_deref(),
+        &Placement {
+            prompt: w.at.prompt,
+            ..Placement::cpu_f32()
+        },
+    )?;
     let r = atspeed::eval::selftest::run_selftest(
-        &data,
-        &target,
+        &w.data,
+        &w.space,
+        &w.target,
         &draft,
         &reference,
-        &at.device,
+        &w.at.device,
         a.users,
         a.bench_users,
     )?;
@@ -700,7 +757,7 @@ fn train_target(a: TrainTargetArgs) -> Result<()> {
 fn teacher(a: TeacherArgs) -> Result<()> {
     let at = Placement::parse(&a.device, "f32")?;
     let data = Dataset::load(&a.data)?;
-    let target = load_model(&a.target, &data, &at)?;
+    let target = load_compact(&a.target, &data, &at)?;
     atspeed::train::build_teacher(
         &target,
         &data,
@@ -718,7 +775,7 @@ fn align(a: AlignArgs) -> Result<()> {
     let method: atspeed::train::AlignMethod = a.method.parse()?;
     let at = Placement::parse(&a.optim.device, "f32")?;
     let data = Dataset::load(&a.data)?;
-    let target = load_model(&a.target, &data, &at)?;
+    let target = load_compact(&a.target, &data, &at)?;
     let teacher = match &a.teacher {
         Some(p) => Some(atspeed::train::read_teacher(p, &target)?),
         None => None,

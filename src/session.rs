@@ -111,6 +111,10 @@ pub struct SessionHeader {
     pub seed: u64,
     /// The compact vocabulary, so token ids print without the dataset.
     pub vocab: Vec<String>,
+    /// For models with an LLM tokenizer (reference prompt style), the code tokens by model id
+    /// instead of the whole vocabulary.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub token_names: Vec<(u32, String)>,
 }
 
 /// One explored user.
@@ -208,6 +212,7 @@ mod tests {
                 "<sep>".into(),
                 "<a_1>".into(),
             ],
+            token_names: Vec::new(),
         });
         let params = DecodeParams {
             n: 2,

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use atspeed::ids::{Vocab, BOS, SEP, SPECIALS};
-use atspeed::model::{checkpoint, LlamaConfig, Llm};
+use atspeed::model::{checkpoint, Llm, ModelConfig};
 use atspeed::synth::{self, Catalogue};
 use candle_core::{DType, Device, Tensor};
 use fixtures::all_log_probs;
@@ -20,7 +20,7 @@ fn catalogue() -> Catalogue {
 
 /// A small random model (2 layers, hidden 32, 4 heads over 2 key/value heads).
 fn model(cat: &Catalogue, tied: bool, seed: u64) -> Llm {
-    let mut cfg = LlamaConfig::compact(cat.vocab.len(), 2, 32, 4, 2);
+    let mut cfg = ModelConfig::compact(cat.vocab.len(), 2, 32, 4, 2);
     cfg.tie_word_embeddings = tied;
     Llm::random(&cfg, cat.vocab.tokens().to_vec(), 0.15, seed, &Device::Cpu).unwrap()
 }
@@ -424,14 +424,15 @@ fn config_json_round_trips() {
         "vocab_size": 10, "hidden_size": 8, "intermediate_size": 16,
         "num_hidden_layers": 1, "num_attention_heads": 2
     });
-    let c: LlamaConfig = serde_json::from_value(minimal).unwrap();
+    let c: ModelConfig = serde_json::from_value(minimal).unwrap();
     assert_eq!(c.kv_heads(), 2);
-    assert_eq!(c.prompt_style, "compact");
+    // No declared style: it is detected from the tokenizer at load.
+    assert_eq!(c.prompt_style, None);
     assert_eq!(c.torch_dtype, "float32");
     assert_eq!(c.architectures, ["LlamaForCausalLM"]);
     assert_eq!(c.max_position_embeddings, 512);
     assert!(!c.tie_word_embeddings);
     // And any config survives serialise -> parse unchanged.
     let text = serde_json::to_string(&c).unwrap();
-    assert_eq!(serde_json::from_str::<LlamaConfig>(&text).unwrap(), c);
+    assert_eq!(serde_json::from_str::<ModelConfig>(&text).unwrap(), c);
 }

@@ -400,12 +400,8 @@ fn missing_weights_name_the_checkpoint() {
 fn malformed_config_names_config_json() {
     let setup = Setup::new();
     let cases = [
-        (
-            "truncated",
-            "{\"vocab_size\": ".to_string(),
-            "not a LLaMA config",
-        ),
-        ("not_json", "hello".to_string(), "not a LLaMA config"),
+        ("truncated", "{\"vocab_size\": ".to_string(), "not JSON"),
+        ("not_json", "hello".to_string(), "not JSON"),
         (
             "no_hidden",
             "{\"vocab_size\": 19}".to_string(),
@@ -421,7 +417,7 @@ fn malformed_config_names_config_json() {
                 v["num_hidden_layers"] = serde_json::json!("one");
                 v.to_string()
             },
-            "not a LLaMA config",
+            "num_hidden_layers must be a non-negative integer",
         ),
         (
             "bad_heads",
@@ -445,7 +441,7 @@ fn malformed_config_names_config_json() {
                 v["num_attention_heads"] = serde_json::json!(0);
                 v.to_string()
             },
-            "num_attention_heads 0",
+            "num_attention_heads = 0",
         ),
     ];
     for (name, text, problem) in cases {
@@ -703,17 +699,18 @@ fn new_model_inspect_recommend_bench() {
             predicate::str::contains("1 layers, hidden 16")
                 .and(predicate::str::contains("2 heads"))
                 .and(predicate::str::contains(format!(
-                    "vocabulary     {} tokens",
+                    "word-level, {} tokens",
                     ds.vocab.len()
                 )))
-                .and(predicate::str::contains("stored dtype   float32")),
+                .and(predicate::str::contains("stored as float32"))
+                .and(predicate::str::contains("prompt style   compact")),
         );
     atspeed()
         .arg("inspect")
         .arg(&draft)
         .assert()
         .success()
-        .stdout(predicate::str::contains("stored dtype   bfloat16"));
+        .stdout(predicate::str::contains("stored as bfloat16"));
     atspeed()
         .arg("inspect")
         .arg(&setup.data)

@@ -115,7 +115,7 @@ fn setup() -> Setup {
     let cat = synth::catalogue([3, 3, 2, 2], 24, 11);
     // Flat-ish random models (std 0.05): many identifiers carry visible mass, and the draft
     // disagrees with the target enough that rejections and residual draws happen often.
-    let cfg = atspeed::model::LlamaConfig::compact(cat.vocab.len(), 1, 16, 2, 1);
+    let cfg = atspeed::model::ModelConfig::compact(cat.vocab.len(), 1, 16, 2, 1);
     let target = Llm::random(
         &cfg,
         cat.vocab.tokens().to_vec(),

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use atspeed::data::Dataset;
-use atspeed::model::{LlamaConfig, Llm};
+use atspeed::model::{Llm, ModelConfig};
 use atspeed::synth;
 use atspeed::train::{
     align_draft, build_teacher, read_teacher, train_target, AlignConfig, AlignMethod, OptimConfig,
@@ -106,7 +106,7 @@ fn first_and_last_loss(r: &TrainReport) -> (f64, f64) {
 
 /// A random model over `data`'s vocabulary, saved to `dir` and loaded back (so it has a name).
 fn saved_random(data: &Dataset, dir: &Path, seed: u64) -> Llm {
-    let cfg = LlamaConfig::compact(data.vocab.len(), 1, 32, 2, 1);
+    let cfg = ModelConfig::compact(data.vocab.len(), 1, 32, 2, 1);
     let m = Llm::random(&cfg, data.vocab.tokens().to_vec(), 0.1, seed, &Device::Cpu).unwrap();
     m.save(dir, DType::F32).unwrap();
     Llm::load(dir, &Device::Cpu).unwrap()

@@ -5,7 +5,7 @@
 
 use atspeed::data::Dataset;
 use atspeed::decode::{DecodeParams, Mode};
-use atspeed::model::{LlamaConfig, Llm};
+use atspeed::model::{Llm, ModelConfig};
 use atspeed::tui::engine::Engine;
 use atspeed::tui::live::{live_app, ExplorerContext};
 use atspeed::tui::{update, Action, Command, EngineEvent, Params};
@@ -65,7 +65,7 @@ fn dataset_dir() -> tempfile::TempDir {
 }
 
 fn model(ds: &Dataset, layers: usize, hidden: usize, seed: u64) -> Llm {
-    let cfg = LlamaConfig::compact(ds.vocab.len(), layers, hidden, 4, 2);
+    let cfg = ModelConfig::compact(ds.vocab.len(), layers, hidden, 4, 2);
     Llm::random(&cfg, ds.vocab.tokens().to_vec(), 0.5, seed, &Device::Cpu).unwrap()
 }
 
@@ -78,8 +78,10 @@ fn live_engine_feeds_the_explorer() {
         ("small".to_string(), model(&ds, 1, 16, 2)),
         ("other".to_string(), model(&ds, 1, 16, 3)),
     ];
+    let space = atspeed::space::TokenSpace::new(&ds, &target).unwrap();
     let ctx = ExplorerContext {
         dataset: ds,
+        space,
         target,
         drafts,
         device: "cpu".into(),
@@ -178,6 +180,7 @@ fn the_explorer_decodes_with_the_adaptive_width() {
     };
     let widths = |mass: Option<f32>| {
         let ctx = ExplorerContext {
+            space: atspeed::space::TokenSpace::new(&ds, &target).unwrap(),
             dataset: ds.clone(),
             target: target.clone(),
             drafts: vec![("d".to_string(), draft.clone())],
@@ -263,9 +266,11 @@ fn explorer_and_bench_agree_on_per_depth_acceptance() {
         history: 20,
         seed: 0,
     };
-    let report = run_bench(&ds, &target, &draft, &cfg, "cpu", |_, _| {}).unwrap();
+    let space = atspeed::space::TokenSpace::new(&ds, &target).unwrap();
+    let report = run_bench(&ds, &space, &target, &draft, &cfg, "cpu", |_, _| {}).unwrap();
     let first_test_user = ds.test_samples(20)[0].user;
     let ctx = ExplorerContext {
+        space,
         dataset: ds.clone(),
         target: target.clone(),
         drafts: vec![("d".to_string(), draft.clone())],

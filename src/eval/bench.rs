@@ -18,6 +18,7 @@ use crate::decode::{
 };
 use crate::ids::{Identifier, ID_LEN};
 use crate::model::Llm;
+use crate::space::TokenSpace;
 use crate::{Error, Result};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -152,7 +153,14 @@ impl Acc {
         }
     }
 
-    fn add(&mut self, user: u32, base: &BeamOutcome, trace: &DecodeTrace, truth: &[Identifier]) {
+    fn add(
+        &mut self,
+        space: &TokenSpace,
+        user: u32,
+        base: &BeamOutcome,
+        trace: &DecodeTrace,
+        truth: &[Identifier],
+    ) {
         self.speed.record(UserSpeed::new(
             user,
             trace,
@@ -166,13 +174,12 @@ impl Acc {
             ListMatch::Different => {}
         }
         self.r.max_score_deviation = self.r.max_score_deviation.max(cmp.max_deviation as f64);
-        let ids = |v: &[crate::decode::BeamView]| -> Vec<Identifier> {
-            v.iter()
-                .filter_map(|b| b.tokens.clone().try_into().ok())
-                .collect()
-        };
-        self.r.speculative_metrics.add(&ids(&trace.beams), truth);
-        self.r.baseline_metrics.add(&ids(&base.beams), truth);
+        self.r
+            .speculative_metrics
+            .add(&space.identifiers(&trace.beams), truth);
+        self.r
+            .baseline_metrics
+            .add(&space.identifiers(&base.beams), truth);
     }
 
     fn finish(self) -> KReport {
@@ -223,6 +230,7 @@ pub fn full_acceptance_passes(gamma: usize) -> (usize, usize) {
 /// Runs the benchmark. `progress` is called after every user with (done, total).
 pub fn run_bench(
     data: &Dataset,
+    space: &TokenSpace,
     target: &Llm,
     draft: &Llm,
     cfg: &BenchConfig,
@@ -256,8 +264,8 @@ pub fn run_bench(
         let measured: HashSet<u32> = samples.iter().map(|s| s.user).collect();
         tuning_samples(data.valid_samples(cfg.history), &measured, cfg.tune_users)
             .iter()
-            .map(|s| data.prompt(&s.history))
-            .collect()
+            .map(|s| space.prompt(data, &s.history))
+            .collect::<Result<_>>()?
     } else {
         Vec::new()
     };
@@ -281,10 +289,10 @@ pub fn run_bench(
     }
     // Warm-up: first-use costs (allocations, kernel compilation on GPU) out of the timings.
     for s in samples.iter().take(cfg.warmup) {
-        let prompt = data.prompt(&s.history);
+        let prompt = space.prompt(data, &s.history)?;
         let p = cfg.decode.with_k(cfg.ks[0]);
-        beam_search(target, &data.trie, &prompt, p.k)?;
-        speculative(target, draft, &data.trie, &prompt, &p, &mut rng)?;
+        beam_search(target, &space.trie, &prompt, p.k)?;
+        speculative(target, draft, &space.trie, &prompt, &p, &mut rng)?;
     }
     let tol = ScoreTolerance::for_dtype(target.model.dtype());
     let total = samples.len() * cfg.ks.len();
@@ -310,7 +318,7 @@ pub fn run_bench(
             Some(tune_width(
                 target,
                 draft,
-                &data.trie,
+                &space.trie,
                 &tuning,
                 &base,
                 &cands,
@@ -332,10 +340,10 @@ pub fn run_bench(
         };
         let mut acc = Acc::new(&params, width, tol);
         for (i, s) in samples.iter().enumerate() {
-            let prompt = data.prompt(&s.history);
-            let run_base = || beam_search(target, &data.trie, &prompt, k);
+            let prompt = space.prompt(data, &s.history)?;
+            let run_base = || beam_search(target, &space.trie, &prompt, k);
             let run_spec = |rng: &mut rand_chacha::ChaCha8Rng| {
-                speculative(target, draft, &data.trie, &prompt, &params, rng)
+                speculative(target, draft, &space.trie, &prompt, &params, rng)
             };
             // Alternate which runs first so drift (thermal, caches) does not favour one side.
             let (base, trace) = if i % 2 == 0 {
@@ -345,14 +353,14 @@ pub fn run_bench(
                 let t = run_spec(&mut rng)?;
                 (run_base()?, t)
             };
-            acc.add(s.user, &base, &trace, &s.targets);
+            acc.add(space, s.user, &base, &trace, &s.targets);
             done += 1;
             progress(done, total);
         }
         per_k.push(acc.finish());
     }
-    let target_passes = pass_costs(target, data, 15)?;
-    let draft_passes = pass_costs(draft, data, 15)?;
+    let target_passes = pass_costs(target, data, space, 15)?;
+    let draft_passes = pass_costs(draft, data, space, 15)?;
     Ok(BenchReport {
         target_passes,
         draft_passes,
@@ -567,15 +575,30 @@ pub struct PassCosts {
     pub fused_ms: f64,
 }
 
-pub fn pass_costs(llm: &Llm, data: &Dataset, reps: usize) -> Result<PassCosts> {
+pub fn pass_costs(llm: &Llm, data: &Dataset, space: &TokenSpace, reps: usize) -> Result<PassCosts> {
     use crate::decode::tree::{ModelState, NodeId, Rows, Tree};
     let sample = data
         .test_samples(crate::data::DEFAULT_HISTORY)
         .into_iter()
         .max_by_key(|s| s.history.len())
         .ok_or_else(|| crate::Error::data(&data.dir, "no test users to time passes on"))?;
-    let prompt = data.prompt(&sample.history);
-    let level0 = data.vocab.level_tokens(0);
+    let prompt = space.prompt(data, &sample.history)?;
+    // Real identifier tokens of each level, in the model's ids (what decoding feeds).
+    let level = |d: usize| -> Vec<u32> {
+        let mut states = vec![crate::ids::PrefixAutomaton::ROOT];
+        for _ in 0..d {
+            states = states
+                .iter()
+                .flat_map(|&s| space.trie.children(s).iter().map(|c| c.1))
+                .take(64)
+                .collect();
+        }
+        states
+            .iter()
+            .flat_map(|&s| space.trie.children(s).iter().map(|c| c.0))
+            .collect()
+    };
+    let level0 = level(0);
     // Median time of `op` on a fresh state made by `setup` (untimed), after one warm-up.
     let time = |setup: &dyn Fn() -> Result<ModelState>,
                 op: &dyn Fn(&mut ModelState) -> Result<()>|
@@ -620,7 +643,7 @@ pub fn pass_costs(llm: &Llm, data: &Dataset, reps: usize) -> Result<PassCosts> {
     let mut fed = prompt_nodes.clone();
     let mut parents = vec![root];
     for d in 0..3 {
-        let toks = data.vocab.level_tokens(d);
+        let toks = level(d);
         let next: Vec<NodeId> = (0..40)
             .map(|i| tree.push(parents[i % parents.len()], toks[i % toks.len()], 0))
             .collect();

@@ -9,6 +9,7 @@ use crate::data::{Dataset, Sample};
 use crate::decode::{beam_search, speculative, BeamView, DecodeParams};
 use crate::ids::Identifier;
 use crate::model::Llm;
+use crate::space::TokenSpace;
 use crate::text::printable;
 use crate::Result;
 
@@ -23,21 +24,21 @@ pub struct Recommendation {
     lines_beams: Vec<String>,
 }
 
-/// Decodes user `uid` target-only, or speculatively when a draft is given.
+/// Decodes a user's sample (see [`Dataset::user_sample`]) target-only, or speculatively when a
+/// draft is given.
 pub fn recommend(
     data: &Dataset,
+    space: &TokenSpace,
     target: &Llm,
     draft: Option<&Llm>,
-    uid: u32,
-    history: usize,
+    sample: Sample,
     params: &DecodeParams,
     seed: u64,
 ) -> Result<Recommendation> {
-    let sample = data.user_sample(uid, history)?;
-    let prompt = data.prompt(&sample.history);
+    let prompt = space.prompt(data, &sample.history)?;
     let (beams, how) = match draft {
         None => {
-            let b = beam_search(target, &data.trie, &prompt, params.k)?;
+            let b = beam_search(target, &space.trie, &prompt, params.k)?;
             let how = format!(
                 "target-only beam search, {} target passes, {:.1} ms",
                 b.target_passes, b.time_ms
@@ -46,7 +47,7 @@ pub fn recommend(
         }
         Some(draft) => {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-            let t = speculative(target, draft, &data.trie, &prompt, params, &mut rng)?;
+            let t = speculative(target, draft, &space.trie, &prompt, params, &mut rng)?;
             let how = format!(
                 "speculative ({}, N {} gamma {}), AS {}, {} target + {} draft passes, {:.1} ms",
                 params.mode.name(),
@@ -73,7 +74,7 @@ pub fn recommend(
         .iter()
         .enumerate()
         .map(|(rank, b)| {
-            let ident: Option<Identifier> = b.tokens.clone().try_into().ok();
+            let ident: Option<Identifier> = space.identifier(&b.tokens);
             let hit = ident.is_some_and(|i| sample.targets.contains(&i));
             let titles: Vec<String> = ident
                 .map(|i| data.items_of(&i).to_vec())
@@ -86,7 +87,7 @@ pub fn recommend(
                 rank + 1,
                 if hit { "*" } else { " " },
                 b.score,
-                data.vocab.render(&b.tokens),
+                ident.map_or_else(|| "?".repeat(4), |i| data.vocab.render(&i)),
                 titles.join(" | ")
             )
         })

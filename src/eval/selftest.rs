@@ -13,6 +13,7 @@ use crate::decode::{
     beam_search, compare_lists, speculative, DecodeParams, ListMatch, Mode, ScoreTolerance,
 };
 use crate::model::Llm;
+use crate::space::TokenSpace;
 use crate::Result;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -108,6 +109,7 @@ pub fn tolerance(dtype: DType) -> f32 {
 /// Prompt-end log-probs of the first `users` test users on both copies of the model.
 pub fn check_logits(
     data: &Dataset,
+    space: &TokenSpace,
     reference: &Llm,
     device_model: &Llm,
     users: usize,
@@ -117,7 +119,7 @@ pub fn check_logits(
     let samples = data.test_samples(crate::data::DEFAULT_HISTORY);
     let n = users.min(samples.len());
     for s in samples.iter().take(n) {
-        let prompt = data.prompt(&s.history);
+        let prompt = space.prompt(data, &s.history)?;
         let (tree, root) = Tree::with_prompt(&prompt);
         let fed: Vec<u32> = (0..prompt.len() as u32).collect();
         let mut a = ModelState::new(reference);
@@ -144,6 +146,7 @@ pub fn check_logits(
 /// Strict speculative lists against target-only lists, user by user.
 pub fn check_exact(
     data: &Dataset,
+    space: &TokenSpace,
     target: &Llm,
     draft: &Llm,
     users: usize,
@@ -155,9 +158,9 @@ pub fn check_exact(
     let tol = ScoreTolerance::for_dtype(target.model.dtype());
     let (mut identical, mut near, mut dev) = (0, 0, 0f32);
     for s in samples.iter().take(n) {
-        let prompt = data.prompt(&s.history);
-        let base = beam_search(target, &data.trie, &prompt, params.k)?;
-        let spec = speculative(target, draft, &data.trie, &prompt, params, &mut rng)?;
+        let prompt = space.prompt(data, &s.history)?;
+        let base = beam_search(target, &space.trie, &prompt, params.k)?;
+        let spec = speculative(target, draft, &space.trie, &prompt, params, &mut rng)?;
         let cmp = compare_lists(&spec.beams, &base.beams, tol);
         dev = dev.max(cmp.max_deviation);
         match cmp.verdict {
@@ -181,6 +184,7 @@ pub fn check_exact(
 #[allow(clippy::too_many_arguments)]
 pub fn run_selftest(
     data: &Dataset,
+    space: &TokenSpace,
     target: &Llm,
     draft: &Llm,
     reference_target: &Llm,
@@ -188,9 +192,9 @@ pub fn run_selftest(
     users: usize,
     bench_users: usize,
 ) -> Result<SelftestReport> {
-    let logits = check_logits(data, reference_target, target, 20)?;
+    let logits = check_logits(data, space, reference_target, target, 20)?;
     let params = DecodeParams::default();
-    let exact = check_exact(data, target, draft, users, &params)?;
+    let exact = check_exact(data, space, target, draft, users, &params)?;
     let cfg = BenchConfig {
         decode: DecodeParams {
             mode: Mode::Strict,
@@ -207,6 +211,7 @@ pub fn run_selftest(
     };
     let bench = run_bench(
         data,
+        space,
         target,
         draft,
         &cfg,

@@ -2,7 +2,7 @@
 //! keeps beam search on real items.
 
 mod automaton;
-mod vocab;
+pub mod vocab;
 
 pub use automaton::PrefixAutomaton;
 pub use vocab::{Identifier, Vocab, BOS, EOS, ID_LEN, PAD, SEP, SPECIALS};

@@ -21,6 +21,8 @@ pub struct Vocab {
     index: HashMap<String, u32>,
     /// Identifier level (0-based) of every token; `None` for specials.
     level: Vec<Option<u8>>,
+    /// Display-only vocabularies (see [`Vocab::from_names`]): tokens by id, beyond `tokens`.
+    sparse: HashMap<u32, String>,
 }
 
 /// Splits `<a_47>` into its level (0 for `a`) and code (47).
@@ -106,6 +108,19 @@ impl Vocab {
             tokens,
             index,
             level,
+            sparse: HashMap::new(),
+        }
+    }
+
+    /// A vocabulary for display only, from (id, token) pairs: a model with an LLM tokenizer
+    /// generates only code tokens, so only those need names. Other ids print as `<unk:ID>`.
+    pub fn from_names(names: &[(u32, String)]) -> Self {
+        let sparse: HashMap<u32, String> = names.iter().cloned().collect();
+        Vocab {
+            tokens: Vec::new(),
+            index: sparse.iter().map(|(&i, t)| (t.clone(), i)).collect(),
+            level: Vec::new(),
+            sparse,
         }
     }
 
@@ -120,7 +135,11 @@ impl Vocab {
     }
     /// Text of a token id; `<unk:ID>` for ids outside the vocabulary (never panics on bad input).
     pub fn token(&self, id: u32) -> std::borrow::Cow<'_, str> {
-        match self.tokens.get(id as usize) {
+        match self
+            .tokens
+            .get(id as usize)
+            .or_else(|| self.sparse.get(&id))
+        {
             Some(t) => std::borrow::Cow::Borrowed(t.as_str()),
             None => std::borrow::Cow::Owned(format!("<unk:{id}>")),
         }
@@ -129,11 +148,14 @@ impl Vocab {
         &self.tokens
     }
     pub fn level(&self, id: u32) -> Option<usize> {
-        self.level
-            .get(id as usize)
-            .copied()
-            .flatten()
-            .map(|l| l as usize)
+        match self.level.get(id as usize) {
+            Some(l) => l.map(|l| l as usize),
+            None => self
+                .sparse
+                .get(&id)
+                .and_then(|t| parse_code_token(t))
+                .map(|(l, _)| l),
+        }
     }
     /// All token ids of identifier level `l` (0-based), ascending.
     pub fn level_tokens(&self, l: usize) -> Vec<u32> {

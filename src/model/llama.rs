@@ -1,4 +1,5 @@
-//! The LLaMA decoder: RMSNorm, rotary positions, SwiGLU MLP, grouped-query attention.
+//! The decoder: RMSNorm, rotary positions, SwiGLU MLP, grouped-query attention; LLaMA, and the
+//! Qwen2 (bias on q, k, v) and Qwen3 (RMSNorm on each head of q and k) variants of it.
 //!
 //! Unlike candle-transformers' llama, the caller passes explicit position ids and an explicit
 //! additive mask (tree attention needs both), asks for logits at chosen rows only, and owns the
@@ -10,7 +11,7 @@ use candle_nn::{Embedding, Linear, VarBuilder};
 use candle_transformers::utils::repeat_kv;
 
 use super::cache::KvCache;
-use super::config::LlamaConfig;
+use super::config::ModelConfig;
 
 #[derive(Clone, Debug)]
 struct Attention {
@@ -18,6 +19,10 @@ struct Attention {
     k: Linear,
     v: Linear,
     o: Linear,
+    /// Qwen3: RMSNorm weights over each head of q and k, applied before the rotary embedding.
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
+    eps: f32,
     /// q, k and v stacked into one projection for inference (see [`Llama::fuse_projections`]).
     qkv: Option<Linear>,
     heads: usize,
@@ -51,7 +56,7 @@ pub struct Rotary {
 /// The decoder's weights. Cheap to clone (tensors are reference counted).
 #[derive(Clone, Debug)]
 pub struct Llama {
-    cfg: LlamaConfig,
+    cfg: ModelConfig,
     embed: Embedding,
     blocks: Vec<Block>,
     norm: Tensor,
@@ -63,13 +68,23 @@ pub struct Llama {
 }
 
 fn linear(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Linear> {
+    linear_b(vb, in_dim, out_dim, false)
+}
+
+fn linear_b(vb: VarBuilder, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
     let w = vb.get((out_dim, in_dim), "weight")?;
-    Ok(Linear::new(w, None))
+    let b = if bias {
+        Some(vb.get(out_dim, "bias")?)
+    } else {
+        None
+    };
+    Ok(Linear::new(w, b))
 }
 
 impl Llama {
-    /// Builds the decoder from tensors named as in Hugging Face's `LlamaForCausalLM`.
-    pub fn new(cfg: &LlamaConfig, vb: VarBuilder) -> Result<Self> {
+    /// Builds the decoder from tensors named as in Hugging Face's `LlamaForCausalLM`,
+    /// `Qwen2ForCausalLM` or `Qwen3ForCausalLM`.
+    pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> Result<Self> {
         let h = cfg.hidden_size;
         let hd = cfg.head_dim();
         let m = vb.pp("model");
@@ -79,11 +94,18 @@ impl Llama {
         for i in 0..cfg.num_hidden_layers {
             let b = m.pp(format!("layers.{i}"));
             let a = b.pp("self_attn");
+            let (qkv_bias, o_bias) = (cfg.qkv_bias(), cfg.o_bias());
+            let norm = |name: &str| -> Result<Option<Tensor>> {
+                cfg.qk_norm().then(|| a.get(hd, name)).transpose()
+            };
             let attn = Attention {
-                q: linear(a.pp("q_proj"), h, cfg.num_attention_heads * hd)?,
-                k: linear(a.pp("k_proj"), h, cfg.kv_heads() * hd)?,
-                v: linear(a.pp("v_proj"), h, cfg.kv_heads() * hd)?,
-                o: linear(a.pp("o_proj"), cfg.num_attention_heads * hd, h)?,
+                q: linear_b(a.pp("q_proj"), h, cfg.num_attention_heads * hd, qkv_bias)?,
+                k: linear_b(a.pp("k_proj"), h, cfg.kv_heads() * hd, qkv_bias)?,
+                v: linear_b(a.pp("v_proj"), h, cfg.kv_heads() * hd, qkv_bias)?,
+                o: linear_b(a.pp("o_proj"), cfg.num_attention_heads * hd, h, o_bias)?,
+                q_norm: norm("q_norm.weight")?,
+                k_norm: norm("k_norm.weight")?,
+                eps: cfg.rms_norm_eps as f32,
                 qkv: None,
                 heads: cfg.num_attention_heads,
                 kv_heads: cfg.kv_heads(),
@@ -123,7 +145,7 @@ impl Llama {
         })
     }
 
-    pub fn config(&self) -> &LlamaConfig {
+    pub fn config(&self) -> &ModelConfig {
         &self.cfg
     }
 
@@ -131,14 +153,21 @@ impl Llama {
     /// products per layer instead of five, and fewer copies (on a GPU, where small models are
     /// bound by kernel launches, fewer launches per pass). Only for frozen weights: the stacked
     /// copies would not follow optimizer updates, so training keeps the separate projections.
+    ///
+    /// The separate projections become views into the stacked ones, so the weights are held once
+    /// (a 7B model stays 13.5 GB in bf16) and saving still finds every tensor by name.
     pub fn fuse_projections(&mut self) -> Result<()> {
         for b in &mut self.blocks {
             let a = &mut b.attn;
-            let w = Tensor::cat(&[a.q.weight(), a.k.weight(), a.v.weight()], 0)?;
-            a.qkv = Some(Linear::new(w, None));
+            let parts = [a.q.clone(), a.k.clone(), a.v.clone()];
+            let fused = stack(&parts)?;
+            [a.q, a.k, a.v] = unstack(&fused, &parts)?;
+            a.qkv = Some(fused);
             let m = &mut b.mlp;
-            let w = Tensor::cat(&[m.gate.weight(), m.up.weight()], 0)?;
-            m.gate_up = Some(Linear::new(w, None));
+            let parts = [m.gate.clone(), m.up.clone()];
+            let fused = stack(&parts)?;
+            [m.gate, m.up] = unstack(&fused, &parts)?;
+            m.gate_up = Some(fused);
         }
         Ok(())
     }
@@ -217,6 +246,14 @@ impl Llama {
                 ("o_proj", &a.o),
             ] {
                 out.push((format!("{p}.self_attn.{n}.weight"), l.weight().clone()));
+                if let Some(bias) = l.bias() {
+                    out.push((format!("{p}.self_attn.{n}.bias"), bias.clone()));
+                }
+            }
+            for (n, w) in [("q_norm", &a.q_norm), ("k_norm", &a.k_norm)] {
+                if let Some(w) = w {
+                    out.push((format!("{p}.self_attn.{n}.weight"), w.clone()));
+                }
             }
             let m = &b.mlp;
             for (n, l) in [
@@ -240,12 +277,44 @@ impl Llama {
     }
 }
 
-fn rope_tables(cfg: &LlamaConfig, device: &Device) -> Result<(Tensor, Tensor)> {
+/// Positions the rotary tables cover at most: far beyond any recommendation prompt (a few hundred
+/// tokens), while a config declaring millions of positions costs no memory.
+pub const ROPE_POSITIONS: usize = 1 << 15;
+
+/// Stacks linear layers along their outputs (weights and biases): one product for all of them.
+fn stack(parts: &[Linear]) -> Result<Linear> {
+    let w: Vec<&Tensor> = parts.iter().map(|l| l.weight()).collect();
+    let w = Tensor::cat(&w, 0)?;
+    let b = match parts.iter().map(|l| l.bias()).collect::<Option<Vec<_>>>() {
+        Some(b) => Some(Tensor::cat(&b, 0)?),
+        None => None,
+    };
+    Ok(Linear::new(w, b))
+}
+
+/// The layers of [`stack`] again, as views into the stacked weights (no copies).
+fn unstack<const N: usize>(fused: &Linear, parts: &[Linear; N]) -> Result<[Linear; N]> {
+    let mut at = 0;
+    let mut out = Vec::with_capacity(N);
+    for l in parts {
+        let rows = l.weight().dim(0)?;
+        let w = fused.weight().narrow(0, at, rows)?;
+        let b = match fused.bias() {
+            Some(b) => Some(b.narrow(0, at, rows)?),
+            None => None,
+        };
+        out.push(Linear::new(w, b));
+        at += rows;
+    }
+    Ok(out.try_into().expect("one view per part"))
+}
+
+fn rope_tables(cfg: &ModelConfig, device: &Device) -> Result<(Tensor, Tensor)> {
     let half = cfg.head_dim() / 2;
     let inv: Vec<f32> = (0..half)
         .map(|i| 1.0 / (cfg.rope_theta as f32).powf(2.0 * i as f32 / cfg.head_dim() as f32))
         .collect();
-    let n = cfg.max_position_embeddings;
+    let n = cfg.max_position_embeddings.min(ROPE_POSITIONS);
     let mut cos = Vec::with_capacity(n * half);
     let mut sin = Vec::with_capacity(n * half);
     for p in 0..n {
@@ -324,6 +393,14 @@ impl Attention {
                     split(&self.v, self.kv_heads)?,
                 )
             }
+        };
+        // Qwen3 normalises every head of q and k (over head_dim) before rotating them.
+        let (q, k) = match (&self.q_norm, &self.k_norm) {
+            (Some(qn), Some(kn)) => (
+                rms_norm(&q, qn, self.eps, differentiable)?,
+                rms_norm(&k, kn, self.eps, differentiable)?,
+            ),
+            _ => (q, k),
         };
         let q = apply_rope(&q, rotary, differentiable)?;
         let k = apply_rope(&k, rotary, differentiable)?;

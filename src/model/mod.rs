@@ -1,9 +1,13 @@
-//! The LLaMA decoder and its checkpoints.
+//! The decoder (LLaMA, Qwen2, Qwen3) and its checkpoints: config, tokenizer, weights, adapters.
 
 mod cache;
 pub mod checkpoint;
-mod config;
+pub mod config;
 mod llama;
+pub mod lora;
+pub mod summary;
+pub mod tokenizer;
+pub mod weights;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,60 +18,157 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
 pub use cache::KvCache;
-pub use config::LlamaConfig;
+pub use config::{Arch, ModelConfig};
 pub use llama::{Llama, Rotary};
+pub use lora::AdapterInfo;
+pub use summary::{summarize, CheckpointSummary};
+pub use tokenizer::{ModelTokenizer, PromptStyle, TokenizerKind};
 
 use crate::{Error, Result};
 
-/// A loaded model: weights, the vocabulary it was trained on, and where it came from.
+/// A loaded model: weights, its tokenizer and prompt style, and where it came from.
 #[derive(Clone, Debug)]
 pub struct Llm {
     pub model: Llama,
     /// Token strings in id order (from `tokenizer.json`).
     pub vocab: Vec<String>,
+    pub tokenizer: ModelTokenizer,
+    /// How prompts for this model are built (detected, or chosen at load).
+    pub style: PromptStyle,
+    /// The LoRA adapter merged into the weights, if any.
+    pub adapter: Option<AdapterInfo>,
     /// Display name: the folder name, or what the caller chose.
     pub name: String,
     pub dir: Option<PathBuf>,
 }
 
+/// How to load a checkpoint: where it runs, in which dtype, over which base (for an adapter
+/// folder), and with which prompt style.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    pub device: Device,
+    /// `None`: the dtype the checkpoint is stored in (no conversion, no f32 copy of a 16-bit
+    /// model).
+    pub dtype: Option<DType>,
+    /// The base checkpoint of an adapter folder; `None` uses the adapter's
+    /// `base_model_name_or_path` when it names a local folder.
+    pub base: Option<PathBuf>,
+    /// Overrides the detected prompt style.
+    pub prompt: Option<PromptStyle>,
+}
+
+impl LoadOptions {
+    pub fn new(device: &Device, dtype: Option<DType>) -> LoadOptions {
+        LoadOptions {
+            device: device.clone(),
+            dtype,
+            base: None,
+            prompt: None,
+        }
+    }
+}
+
+/// The folder name of `dir`, for display.
+fn folder_name(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| dir.display().to_string())
+}
+
 impl Llm {
-    /// Loads a checkpoint folder on `device`. Weights are converted to `dtype`.
-    pub fn load_as(dir: &Path, device: &Device, dtype: DType) -> Result<Llm> {
+    /// Loads a checkpoint folder, or an adapter folder over its base (see [`LoadOptions`]).
+    pub fn load_with(dir: &Path, opts: &LoadOptions) -> Result<Llm> {
         if !dir.is_dir() {
             return Err(Error::model(
                 dir,
                 "not a checkpoint folder (missing or not a directory)",
             ));
         }
-        let cfg = checkpoint::read_config(dir)?;
-        let vocab = checkpoint::read_tokenizer_vocab(dir)?;
-        if vocab.len() != cfg.vocab_size {
+        let mut adapter = if lora::is_adapter(dir) {
+            Some(lora::Adapter::load(dir)?)
+        } else {
+            None
+        };
+        let ckpt = match &adapter {
+            None => dir.to_path_buf(),
+            Some(a) => opts.base.clone().or_else(|| a.local_base()).ok_or_else(|| {
+                Error::model(
+                    dir,
+                    format!(
+                        "is a LoRA adapter for base {:?}, which is not a local checkpoint folder: give the base model's folder (option base)",
+                        a.info.base_name
+                    ),
+                )
+            })?,
+        };
+        let mut cfg = checkpoint::read_config(&ckpt)?;
+        // An adapter that resized the vocabulary carries its own tokenizer.
+        let tok_dir = match &adapter {
+            Some(a) if a.info.dir.join(checkpoint::TOKENIZER).is_file() => a.info.dir.clone(),
+            _ => ckpt.clone(),
+        };
+        let tokenizer = checkpoint::read_tokenizer(&tok_dir)?;
+        let dtype = match opts.dtype {
+            Some(d) => d,
+            None => weights::stored_dtype(&ckpt)?,
+        };
+        let mut tensors = weights::read_weights(&ckpt, dtype, &opts.device)?;
+        if let Some(a) = &mut adapter {
+            if let Some(v) = a.merge_into(&mut tensors, &ckpt)? {
+                cfg.vocab_size = v;
+                // A tied model whose adapter saved its own lm_head is tied no longer.
+                if tensors.contains_key("lm_head.weight") {
+                    cfg.tie_word_embeddings = false;
+                }
+            }
+        }
+        let style = opts
+            .prompt
+            .unwrap_or_else(|| tokenizer::detect_style(cfg.prompt_style.as_deref(), &tokenizer));
+        let tokens = tokenizer.vocab().len();
+        let fits = match style {
+            // Compact vocabularies are exactly the model's rows.
+            PromptStyle::Compact => tokens == cfg.vocab_size,
+            // LLM embeddings are often padded beyond the tokenizer (Qwen2: 151,936 rows).
+            PromptStyle::Reference => tokens <= cfg.vocab_size,
+        };
+        if !fits {
+            let hint = match &adapter {
+                Some(a) if a.info.replaced.is_empty() => format!(
+                    ": the adapter's tokenizer adds tokens but {} does not save the new embedding rows (embed_tokens, lm_head); export them as README \"Your own model\" shows",
+                    lora::ADAPTER_WEIGHTS
+                ),
+                _ => String::new(),
+            };
             return Err(Error::model(
-                dir.join(checkpoint::TOKENIZER),
+                tok_dir.join(checkpoint::TOKENIZER),
                 format!(
-                    "has {} tokens but config.json says vocab_size {}",
-                    vocab.len(),
-                    cfg.vocab_size
+                    "has {tokens} tokens but the model's embedding has {} rows (config.json says vocab_size {}){hint}",
+                    cfg.vocab_size, cfg.vocab_size
                 ),
             ));
         }
-        let weights = checkpoint::read_weights(dir, dtype, device)?;
-        let vb = VarBuilder::from_tensors(weights, dtype, device);
+        let vb = VarBuilder::from_tensors(tensors, dtype, &opts.device);
         let mut model = Llama::new(&cfg, vb)
-            .map_err(|e| Error::model(dir, format!("weights do not fit config.json: {e}")))?;
+            .map_err(|e| Error::model(&ckpt, format!("weights do not fit config.json: {e}")))?;
         model.fuse_projections()?;
         Ok(Llm {
             model,
-            vocab,
-            name: dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| dir.display().to_string()),
+            vocab: tokenizer.vocab().to_vec(),
+            tokenizer,
+            style,
+            adapter: adapter.map(|a| a.info),
+            name: folder_name(dir),
             dir: Some(dir.to_path_buf()),
         })
     }
 
-    /// Loads in the device's natural dtype: f32 (CPU inference is always f32).
+    /// Loads a checkpoint folder on `device`, weights converted to `dtype`.
+    pub fn load_as(dir: &Path, device: &Device, dtype: DType) -> Result<Llm> {
+        Self::load_with(dir, &LoadOptions::new(device, Some(dtype)))
+    }
+
+    /// Loads in f32 (the CPU's exact reference).
     pub fn load(dir: &Path, device: &Device) -> Result<Llm> {
         Self::load_as(dir, device, DType::F32)
     }
@@ -76,7 +177,7 @@ impl Llm {
     /// std 0.02), deterministic in `seed` and independent of the device. Tests use a larger std
     /// so the random model's distributions are peaked and float near-ties are rare.
     pub fn random(
-        cfg: &LlamaConfig,
+        cfg: &ModelConfig,
         vocab: Vec<String>,
         std: f32,
         seed: u64,
@@ -94,19 +195,31 @@ impl Llm {
                 ),
             ));
         }
+        if !(std.is_finite() && std > 0.0) {
+            return Err(Error::invalid(
+                "std",
+                format!(
+                    "the initialisation's standard deviation must be a positive number, not {std}"
+                ),
+            ));
+        }
         let tensors = random_weights(cfg, std, seed, device)?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
         let mut model = Llama::new(cfg, vb)?;
         model.fuse_projections()?;
+        let tokenizer = ModelTokenizer::word_level(&vocab);
         Ok(Llm {
             model,
             vocab,
+            tokenizer,
+            style: PromptStyle::Compact,
+            adapter: None,
             name: "random".into(),
             dir: None,
         })
     }
 
-    pub fn config(&self) -> &LlamaConfig {
+    pub fn config(&self) -> &ModelConfig {
         self.model.config()
     }
     pub fn device(&self) -> &Device {
@@ -132,44 +245,6 @@ impl Llm {
         )
     }
 
-    /// What `atspeed inspect` prints about a checkpoint.
-    pub fn summary(&self) -> String {
-        let c = self.config();
-        let mut s = String::new();
-        if let Some(dir) = &self.dir {
-            s.push_str(&format!("checkpoint {}\n", dir.display()));
-        }
-        s.push_str(&format!(
-            "  architecture   {} ({})\n",
-            c.architectures.join(", "),
-            c.model_type
-        ));
-        s.push_str(&format!(
-            "  shape          {} layers, hidden {}, intermediate {}, {} heads ({} key/value heads)\n",
-            c.num_hidden_layers,
-            c.hidden_size,
-            c.intermediate_size,
-            c.num_attention_heads,
-            c.kv_heads()
-        ));
-        s.push_str(&format!(
-            "  parameters     {} ({})\n",
-            self.num_params(),
-            human_count(self.num_params())
-        ));
-        s.push_str(&format!("  stored dtype   {}\n", c.torch_dtype));
-        s.push_str(&format!(
-            "  vocabulary     {} tokens ({} prompt style)\n",
-            c.vocab_size, c.prompt_style
-        ));
-        s.push_str(&format!(
-            "  positions      up to {}, rope theta {}\n",
-            c.max_position_embeddings, c.rope_theta
-        ));
-        s.push_str(&format!("  tied embedding {}", c.tie_word_embeddings));
-        s
-    }
-
     /// Writes the checkpoint folder (config.json, model.safetensors, tokenizer.json).
     pub fn save(&self, dir: &Path, dtype: DType) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -186,8 +261,18 @@ impl Llm {
             .map_err(|e| Error::model(&tmp, e.to_string()))?;
         let dst = dir.join(checkpoint::WEIGHTS);
         std::fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
-        let tok = serde_json::to_vec(&checkpoint::tokenizer_json(&self.vocab)).expect("json");
-        checkpoint::write_atomic(&dir.join(checkpoint::TOKENIZER), &tok)
+        // Compact vocabularies are written as this project defines them (byte-stable); any other
+        // tokenizer is written back as it was read.
+        let tok = match self.style {
+            PromptStyle::Compact => {
+                serde_json::to_string(&tokenizer::tokenizer_json(&self.vocab)).expect("json")
+            }
+            PromptStyle::Reference => self
+                .tokenizer
+                .to_json()
+                .map_err(|m| Error::model(dir.join(checkpoint::TOKENIZER), m))?,
+        };
+        checkpoint::write_atomic(&dir.join(checkpoint::TOKENIZER), tok.as_bytes())
     }
 
     /// One inference pass over `tokens` at `positions` with the additive `mask`
@@ -245,60 +330,61 @@ pub fn human_count(n: usize) -> String {
     }
 }
 
+/// Every weight a checkpoint of this config holds, with its shape, in Hugging Face names.
+pub fn tensor_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    let h = cfg.hidden_size;
+    let hd = cfg.head_dim();
+    let (q, kv) = (cfg.num_attention_heads * hd, cfg.kv_heads() * hd);
+    let mut shapes: Vec<(String, Vec<usize>)> =
+        vec![("model.embed_tokens.weight".into(), vec![cfg.vocab_size, h])];
+    for i in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{i}");
+        let mut push = |name: &str, shape: Vec<usize>| shapes.push((format!("{p}.{name}"), shape));
+        push("self_attn.q_proj.weight", vec![q, h]);
+        push("self_attn.k_proj.weight", vec![kv, h]);
+        push("self_attn.v_proj.weight", vec![kv, h]);
+        push("self_attn.o_proj.weight", vec![h, q]);
+        if cfg.qkv_bias() {
+            push("self_attn.q_proj.bias", vec![q]);
+            push("self_attn.k_proj.bias", vec![kv]);
+            push("self_attn.v_proj.bias", vec![kv]);
+        }
+        if cfg.o_bias() {
+            push("self_attn.o_proj.bias", vec![h]);
+        }
+        if cfg.qk_norm() {
+            push("self_attn.q_norm.weight", vec![hd]);
+            push("self_attn.k_norm.weight", vec![hd]);
+        }
+        push("mlp.gate_proj.weight", vec![cfg.intermediate_size, h]);
+        push("mlp.up_proj.weight", vec![cfg.intermediate_size, h]);
+        push("mlp.down_proj.weight", vec![h, cfg.intermediate_size]);
+        push("input_layernorm.weight", vec![h]);
+        push("post_attention_layernorm.weight", vec![h]);
+    }
+    shapes.push(("model.norm.weight".into(), vec![h]));
+    if !cfg.tie_word_embeddings {
+        shapes.push(("lm_head.weight".into(), vec![cfg.vocab_size, h]));
+    }
+    shapes
+}
+
 fn random_weights(
-    cfg: &LlamaConfig,
+    cfg: &ModelConfig,
     std: f32,
     seed: u64,
     device: &Device,
 ) -> Result<HashMap<String, Tensor>> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let normal = Normal::new(0.0f32, std.max(1e-6)).expect("valid normal");
-    let h = cfg.hidden_size;
-    let hd = cfg.head_dim();
-    let mut shapes: Vec<(String, Vec<usize>)> =
-        vec![("model.embed_tokens.weight".into(), vec![cfg.vocab_size, h])];
-    for i in 0..cfg.num_hidden_layers {
-        let p = format!("model.layers.{i}");
-        shapes.push((
-            format!("{p}.self_attn.q_proj.weight"),
-            vec![cfg.num_attention_heads * hd, h],
-        ));
-        shapes.push((
-            format!("{p}.self_attn.k_proj.weight"),
-            vec![cfg.kv_heads() * hd, h],
-        ));
-        shapes.push((
-            format!("{p}.self_attn.v_proj.weight"),
-            vec![cfg.kv_heads() * hd, h],
-        ));
-        shapes.push((
-            format!("{p}.self_attn.o_proj.weight"),
-            vec![h, cfg.num_attention_heads * hd],
-        ));
-        shapes.push((
-            format!("{p}.mlp.gate_proj.weight"),
-            vec![cfg.intermediate_size, h],
-        ));
-        shapes.push((
-            format!("{p}.mlp.up_proj.weight"),
-            vec![cfg.intermediate_size, h],
-        ));
-        shapes.push((
-            format!("{p}.mlp.down_proj.weight"),
-            vec![h, cfg.intermediate_size],
-        ));
-        shapes.push((format!("{p}.input_layernorm.weight"), vec![h]));
-        shapes.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
-    }
-    shapes.push(("model.norm.weight".into(), vec![h]));
-    if !cfg.tie_word_embeddings {
-        shapes.push(("lm_head.weight".into(), vec![cfg.vocab_size, h]));
-    }
+    let shapes = tensor_shapes(cfg);
     let mut out = HashMap::new();
     for (name, shape) in shapes {
         let n: usize = shape.iter().product();
         let data: Vec<f32> = if name.ends_with("norm.weight") {
             vec![1.0; n]
+        } else if name.ends_with(".bias") {
+            vec![0.0; n]
         } else {
             (0..n).map(|_| normal.sample(&mut rng)).collect()
         };

@@ -605,7 +605,7 @@ impl Task for AlignTask<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::LlamaConfig;
+    use crate::model::ModelConfig;
     use crate::synth;
 
     #[test]
@@ -620,7 +620,7 @@ mod tests {
     fn restricted_logits_match_full_projection() {
         let cat = synth::catalogue([5, 6, 6, 6], 80, 3);
         for tied in [false, true] {
-            let mut cfg = LlamaConfig::compact(cat.vocab.len(), 1, 32, 4, 2);
+            let mut cfg = ModelConfig::compact(cat.vocab.len(), 1, 32, 4, 2);
             cfg.tie_word_embeddings = tied;
             let llm = Llm::random(&cfg, cat.vocab.tokens().to_vec(), 0.2, 1, &Device::Cpu).unwrap();
             let toks = cat.vocab.level_tokens(2);

@@ -248,7 +248,7 @@ mod tests {
 
     use super::*;
     use crate::decode::beam_search;
-    use crate::model::{LlamaConfig, Llm};
+    use crate::model::{Llm, ModelConfig};
     use crate::synth;
 
     fn ex(prompt: &[u32], rec: &[Identifier], align: &[Identifier]) -> Example {
@@ -311,7 +311,7 @@ mod tests {
     #[test]
     fn tree_batch_matches_beam_search_scores() {
         let cat = synth::catalogue([5, 6, 6, 6], 80, 3);
-        let cfg = LlamaConfig::compact(cat.vocab.len(), 2, 32, 4, 2);
+        let cfg = ModelConfig::compact(cat.vocab.len(), 2, 32, 4, 2);
         let llm = Llm::random(&cfg, cat.vocab.tokens().to_vec(), 0.15, 9, &Device::Cpu).unwrap();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let prompts = [

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::optim::{lr_at, AdamW};
 use super::weights::Weights;
 use super::{EpochStats, TrainReport, LAST_DIR, REPORT_FILE};
-use crate::model::{checkpoint, LlamaConfig, Llm};
+use crate::model::{checkpoint, Llm, ModelConfig};
 use crate::{Error, Result};
 
 /// File of the loop's state inside `out/last/`.
@@ -113,7 +113,7 @@ struct TrainerState {
     stopped_early: bool,
     samples: usize,
     batch_size: usize,
-    model: LlamaConfig,
+    model: ModelConfig,
     history: Vec<EpochStats>,
 }
 

@@ -15,7 +15,7 @@ use crate::data::{Dataset, Sample, DEFAULT_HISTORY};
 use crate::decode::beam_search;
 use crate::eval::metrics::recall_at;
 use crate::ids::{Identifier, ID_LEN};
-use crate::model::{LlamaConfig, Llm};
+use crate::model::{Llm, ModelConfig};
 use crate::{Error, Result};
 
 /// Beam size and cutoff of the validation metric (Recall@10 of a K = 10 beam search).
@@ -67,9 +67,9 @@ pub(crate) fn model_config(
     data: &Dataset,
     history: usize,
     shape: [usize; 4],
-) -> Result<LlamaConfig> {
+) -> Result<ModelConfig> {
     let [layers, hidden, heads, kv_heads] = shape;
-    let mut cfg = LlamaConfig::compact(data.vocab.len(), layers, hidden, heads, kv_heads);
+    let mut cfg = ModelConfig::compact(data.vocab.len(), layers, hidden, heads, kv_heads);
     let needed = history * ID_LEN + 2 + ID_LEN;
     cfg.max_position_embeddings = cfg.max_position_embeddings.max(needed);
     cfg.validate()

@@ -7,7 +7,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 
-use crate::model::{checkpoint, Llama, LlamaConfig, Llm};
+use crate::model::{Llama, Llm, ModelConfig};
 use crate::{Error, Result};
 
 /// Std of the random initialisation (Hugging Face's `initializer_range`).
@@ -15,7 +15,7 @@ pub const INIT_STD: f32 = 0.02;
 
 pub(crate) struct Weights {
     pub vars: VarMap,
-    pub cfg: LlamaConfig,
+    pub cfg: ModelConfig,
     pub vocab: Vec<String>,
     pub device: Device,
     /// Built on the variables, so autograd reaches them through its forward pass.
@@ -26,7 +26,7 @@ impl Weights {
     /// Random weights from the same initialiser as [`Llm::random`] (normal(0, 0.02), unit norms),
     /// so a trained model and a random baseline start from the same distribution.
     pub fn random(
-        cfg: &LlamaConfig,
+        cfg: &ModelConfig,
         vocab: Vec<String>,
         seed: u64,
         device: &Device,
@@ -87,6 +87,9 @@ impl Weights {
         Ok(Llm {
             model: Llama::new(&self.cfg, vb)?,
             vocab: self.vocab.clone(),
+            tokenizer: crate::model::ModelTokenizer::word_level(&self.vocab),
+            style: crate::model::PromptStyle::Compact,
+            adapter: None,
             name: name.to_string(),
             dir: None,
         })
@@ -94,7 +97,7 @@ impl Weights {
 
     /// Overwrites the variables with the weights of checkpoint folder `dir` (resume).
     pub fn load_from(&self, dir: &Path) -> Result<()> {
-        let loaded = checkpoint::read_weights(dir, DType::F32, &self.device)?;
+        let loaded = crate::model::weights::read_weights(dir, DType::F32, &self.device)?;
         for (name, var) in self.sorted_vars() {
             let t = loaded
                 .get(&name)

@@ -74,6 +74,7 @@ pub fn header() -> SessionHeader {
         device: "cpu".into(),
         seed: 42,
         vocab: vocab().tokens().to_vec(),
+        token_names: Vec::new(),
     }
 }
 

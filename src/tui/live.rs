@@ -14,17 +14,19 @@ use super::engine::Engine;
 use super::state::{App, Params};
 use crate::data::{Dataset, Sample};
 use crate::decode::{beam_search, speculative, BeamOutcome};
-use crate::ids::Identifier;
-use crate::model::Llm;
+use crate::model::{Llm, PromptStyle};
 use crate::session::{
     Baseline, HistoryEntry, RunParams, SessionHeader, TruthEntry, UserRun, UserView,
 };
+use crate::space::TokenSpace;
 use crate::Error;
 
 /// Everything the live explorer needs; the binary loads it (and reports load errors) first.
 pub struct ExplorerContext {
     pub dataset: Dataset,
     pub target: Llm,
+    /// The dataset in the target's token space (the drafts were checked to share it).
+    pub space: TokenSpace,
     /// Draft models by name (one word, e.g. `atspeed-s`, `sft`: the header shows the name then
     /// the size); `params.draft` selects the one used at start.
     pub drafts: Vec<(String, Llm)>,
@@ -41,6 +43,7 @@ pub struct ExplorerContext {
 pub struct LiveEngine {
     dataset: Dataset,
     target: Llm,
+    space: TokenSpace,
     drafts: Vec<(String, Llm)>,
     samples: Vec<Sample>,
     seed: u64,
@@ -58,25 +61,23 @@ impl LiveEngine {
             .ok_or_else(|| Error::invalid("draft", format!("no draft model named {name:?}")))
     }
 
-    fn ident(&self, tokens: &[u32]) -> Option<Identifier> {
-        tokens.try_into().ok()
-    }
-
     /// Identifier text -> titles of its items, for every beam either list recommends.
     fn titles<'a>(&self, beams: impl Iterator<Item = &'a [u32]>) -> BTreeMap<String, Vec<String>> {
         beams
             .map(|t| {
-                let titles = self
-                    .ident(t)
+                let id = self.space.identifier(t);
+                let titles = id
                     .map(|id| {
                         self.dataset
                             .items_of(&id)
                             .iter()
-                            .map(|&i| self.dataset.title(i))
+                            .map(|&i| crate::text::printable(&self.dataset.title(i)).into_owned())
                             .collect()
                     })
                     .unwrap_or_default();
-                (self.dataset.vocab.render(t), titles)
+                // Keyed by the identifier's code strings: how every view writes it.
+                let key = id.map_or_else(String::new, |id| self.dataset.vocab.render(&id));
+                (key, titles)
             })
             .collect()
     }
@@ -88,16 +89,16 @@ impl Engine for LiveEngine {
             .samples
             .get(user)
             .ok_or_else(|| Error::invalid("user", format!("no user #{user}")))?;
-        let prompt = self.dataset.prompt(&sample.history);
+        let prompt = self.space.prompt(&self.dataset, &sample.history)?;
         let uid = sample.user;
         if !self.warmed_up {
             // The first pass on a device pays for kernel setup; keep it out of every timing.
-            beam_search(&self.target, &self.dataset.trie, &prompt, params.decode.k)?;
+            beam_search(&self.target, &self.space.trie, &prompt, params.decode.k)?;
             self.warmed_up = true;
         }
         let key = (user, params.decode.k);
         if !self.baselines.contains_key(&key) {
-            let b = beam_search(&self.target, &self.dataset.trie, &prompt, params.decode.k)?;
+            let b = beam_search(&self.target, &self.space.trie, &prompt, params.decode.k)?;
             self.baselines.insert(key, b);
         }
         let draft = self.draft(&params.draft)?;
@@ -107,7 +108,7 @@ impl Engine for LiveEngine {
         let trace = speculative(
             &self.target,
             draft,
-            &self.dataset.trie,
+            &self.space.trie,
             &prompt,
             &params.decode,
             &mut rng,
@@ -137,8 +138,10 @@ impl Engine for LiveEngine {
     }
 }
 
-/// A sample as the panels show it.
-pub fn user_view(ds: &Dataset, s: &Sample) -> UserView {
+/// A sample as the panels show it: titles made printable, the ground truth in the model's token
+/// ids (what the traces hold).
+pub fn user_view(ds: &Dataset, space: &TokenSpace, s: &Sample) -> UserView {
+    let title = |item: u32| crate::text::printable(&ds.title(item)).into_owned();
     UserView {
         user: s.user,
         history: s
@@ -146,7 +149,7 @@ pub fn user_view(ds: &Dataset, s: &Sample) -> UserView {
             .iter()
             .map(|&item| HistoryEntry {
                 item,
-                title: ds.title(item),
+                title: title(item),
                 ident: ds.vocab.render(&ds.items[item as usize]),
             })
             .collect(),
@@ -154,9 +157,9 @@ pub fn user_view(ds: &Dataset, s: &Sample) -> UserView {
             .targets
             .iter()
             .map(|id| TruthEntry {
-                tokens: id.to_vec(),
+                tokens: space.model_tokens(id).to_vec(),
                 ident: ds.vocab.render(id),
-                titles: ds.items_of(id).iter().map(|&i| ds.title(i)).collect(),
+                titles: ds.items_of(id).iter().map(|&i| title(i)).collect(),
             })
             .collect(),
     }
@@ -194,15 +197,28 @@ pub fn live_app(ctx: ExplorerContext) -> crate::Result<(App, LiveEngine)> {
             .collect(),
         device: ctx.device,
         seed: ctx.seed,
-        vocab: ds.vocab.tokens().to_vec(),
+        // Compact: the dataset's vocabulary is the model's. Reference: only the code tokens, by
+        // model id (a full LLM vocabulary would bloat every session file).
+        vocab: match ctx.space.style {
+            PromptStyle::Compact => ds.vocab.tokens().to_vec(),
+            PromptStyle::Reference => Vec::new(),
+        },
+        token_names: match ctx.space.style {
+            PromptStyle::Compact => Vec::new(),
+            PromptStyle::Reference => ctx.space.code_names(&ds),
+        },
     };
-    let users = samples.iter().map(|s| user_view(&ds, s)).collect();
+    let users = samples
+        .iter()
+        .map(|s| user_view(&ds, &ctx.space, s))
+        .collect();
     let mut params = ctx.params;
     params.draft = params.draft.min(ctx.drafts.len() - 1);
     let app = App::new(header, users, params);
     let engine = LiveEngine {
         dataset: ds,
         target: ctx.target,
+        space: ctx.space,
         drafts: ctx.drafts,
         samples,
         seed: ctx.seed,

@@ -1,7 +1,7 @@
 //! Shared helpers for integration tests: tiny random catalogues and models.
 #![allow(dead_code)]
 
-use atspeed::model::{KvCache, LlamaConfig, Llm};
+use atspeed::model::{KvCache, Llm, ModelConfig};
 use atspeed::synth::{self, Catalogue};
 use candle_core::Device;
 
@@ -12,7 +12,7 @@ pub fn catalogue(seed: u64) -> Catalogue {
 /// A small random model over the catalogue's vocabulary. std 0.15 makes the distributions
 /// peaked, so float near-ties between two kernels are rare.
 pub fn model(cat: &Catalogue, layers: usize, hidden: usize, seed: u64) -> Llm {
-    let cfg = LlamaConfig::compact(cat.vocab.len(), layers, hidden, 4, 2);
+    let cfg = ModelConfig::compact(cat.vocab.len(), layers, hidden, 4, 2);
     Llm::random(&cfg, cat.vocab.tokens().to_vec(), 0.15, seed, &Device::Cpu).unwrap()
 }
 

@@ -289,11 +289,14 @@ pub struct App {
 impl App {
     /// A new explorer over `users`; nothing is requested until [`App::start`].
     pub fn new(header: SessionHeader, users: Vec<UserView>, params: Params) -> Self {
-        let vocab = Vocab::from_tokens(header.vocab.clone()).unwrap_or_else(|_| {
-            // A vocabulary that does not parse still prints ids as <unk:ID>; never fail here.
-            Vocab::from_tokens(crate::ids::SPECIALS.iter().map(|s| s.to_string()).collect())
-                .expect("specials alone form a vocabulary")
-        });
+        // A compact vocabulary, or the code tokens of an LLM tokenizer by id; a vocabulary
+        // that does not parse still prints ids as <unk:ID>: never fail here.
+        let vocab = if header.vocab.is_empty() {
+            Vocab::from_names(&header.token_names)
+        } else {
+            Vocab::from_tokens(header.vocab.clone())
+                .unwrap_or_else(|_| Vocab::from_names(&header.token_names))
+        };
         App {
             header,
             vocab,

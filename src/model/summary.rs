@@ -1,0 +1,226 @@
+//! What `atspeed inspect` says about a checkpoint or an adapter folder, read from its config,
+//! tokenizer and safetensors headers only: a 7B model is described without loading 13 GB.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use candle_core::DType;
+use safetensors::SafeTensors;
+
+use super::config::ModelConfig;
+use super::lora::{self, Adapter, AdapterInfo};
+use super::tokenizer::{detect_style, PromptStyle, TokenizerKind};
+use super::{checkpoint, weights};
+use crate::ids::vocab::parse_code_token;
+use crate::ids::ID_LEN;
+use crate::{Error, Result};
+
+pub struct CheckpointSummary {
+    pub dir: PathBuf,
+    /// The base checkpoint when `dir` is an adapter.
+    pub base: Option<PathBuf>,
+    pub config: ModelConfig,
+    pub params: usize,
+    pub stored: DType,
+    pub tokenizer: TokenizerKind,
+    pub tokens: usize,
+    /// Item code tokens (`<a_12>`) per identifier level, and their id range.
+    pub codes_per_level: [usize; ID_LEN],
+    pub code_ids: Option<(u32, u32)>,
+    pub style: PromptStyle,
+    /// Whether the style was declared in config.json (else detected from the tokenizer).
+    pub style_declared: bool,
+    pub adapter: Option<AdapterInfo>,
+    /// Embedding rows an adapter saves (LC-Rec's resized vocabulary), if any.
+    pub adapter_rows: Option<usize>,
+}
+
+/// Describes the checkpoint (or adapter over `base`) in `dir`.
+pub fn summarize(dir: &Path, base: Option<&Path>) -> Result<CheckpointSummary> {
+    let adapter = if lora::is_adapter(dir) {
+        Some(Adapter::load(dir)?)
+    } else {
+        None
+    };
+    let ckpt = match &adapter {
+        None => dir.to_path_buf(),
+        Some(a) => base
+            .map(Path::to_path_buf)
+            .or_else(|| a.local_base())
+            .ok_or_else(|| {
+                Error::model(
+                    dir,
+                    format!(
+                        "is a LoRA adapter for base {:?}, which is not a local folder: give the base",
+                        a.info.base_name
+                    ),
+                )
+            })?,
+    };
+    let config = checkpoint::read_config(&ckpt)?;
+    let tok_dir = match &adapter {
+        Some(a) if a.info.dir.join(checkpoint::TOKENIZER).is_file() => a.info.dir.clone(),
+        _ => ckpt.clone(),
+    };
+    let tok = checkpoint::read_tokenizer(&tok_dir)?;
+    let declared = detect_style(config.prompt_style.as_deref(), &tok);
+    if declared == PromptStyle::Compact
+        && adapter.is_none()
+        && tok.vocab().len() != config.vocab_size
+    {
+        return Err(Error::model(
+            tok_dir.join(checkpoint::TOKENIZER),
+            format!(
+                "has {} tokens but config.json says vocab_size {}",
+                tok.vocab().len(),
+                config.vocab_size
+            ),
+        ));
+    }
+    let mut params = 0usize;
+    let mut found: std::collections::HashMap<String, Vec<usize>> = Default::default();
+    for file in weights::weight_files(&ckpt)? {
+        let bytes = std::fs::File::open(&file).map_err(|e| Error::io(&file, e))?;
+        // SAFETY: read-only mapping used for the header only (see weights::map_file).
+        let map = unsafe { memmap2::Mmap::map(&bytes) }.map_err(|e| Error::io(&file, e))?;
+        let st = SafeTensors::deserialize(&map)
+            .map_err(|e| Error::model(&file, format!("corrupt safetensors: {e}")))?;
+        for (name, v) in st.tensors() {
+            params += v.shape().iter().product::<usize>();
+            found.insert(name, v.shape().to_vec());
+        }
+    }
+    // The headers must hold what config.json implies (the weights themselves are not read).
+    for (name, shape) in super::tensor_shapes(&config) {
+        match found.get(&name) {
+            Some(s) if *s == shape => {}
+            Some(s) => {
+                return Err(Error::model(
+                    &ckpt,
+                    format!(
+                    "weights do not fit config.json: {name} is {s:?}, the config implies {shape:?}"
+                ),
+                ))
+            }
+            None => {
+                return Err(Error::model(
+                    &ckpt,
+                    format!("weights do not fit config.json: no tensor {name}"),
+                ))
+            }
+        }
+    }
+    let mut codes_per_level = [0; ID_LEN];
+    let mut lo_hi: Option<(u32, u32)> = None;
+    for (id, t) in tok.vocab().iter().enumerate() {
+        if let Some((level, _)) = parse_code_token(t) {
+            codes_per_level[level] += 1;
+            let id = id as u32;
+            lo_hi = Some(lo_hi.map_or((id, id), |(a, b)| (a.min(id), b.max(id))));
+        }
+    }
+    Ok(CheckpointSummary {
+        dir: dir.to_path_buf(),
+        base: adapter.as_ref().map(|_| ckpt.clone()),
+        stored: weights::stored_dtype(&ckpt)?,
+        style: detect_style(config.prompt_style.as_deref(), &tok),
+        style_declared: config.prompt_style.is_some(),
+        config,
+        params,
+        tokenizer: tok.kind.clone(),
+        tokens: tok.vocab().len(),
+        codes_per_level,
+        code_ids: lo_hi,
+        adapter_rows: adapter.as_ref().and_then(|a| a.saved_embedding_rows()),
+        adapter: adapter.map(|a| a.info),
+    })
+}
+
+impl fmt::Display for CheckpointSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.config;
+        writeln!(f, "checkpoint {}", self.dir.display())?;
+        if let (Some(a), Some(base)) = (&self.adapter, &self.base) {
+            writeln!(
+                f,
+                "  adapter        LoRA r {}, alpha {}, on {} (merged at load over {})",
+                a.r,
+                a.alpha,
+                a.target_modules.join(", "),
+                base.display()
+            )?;
+        }
+        writeln!(
+            f,
+            "  architecture   {} ({})",
+            c.architectures.join(", "),
+            c.model_type
+        )?;
+        writeln!(
+            f,
+            "  shape          {} layers, hidden {}, intermediate {}, {} heads of {} ({} key/value heads){}{}",
+            c.num_hidden_layers,
+            c.hidden_size,
+            c.intermediate_size,
+            c.num_attention_heads,
+            c.head_dim(),
+            c.kv_heads(),
+            if c.qkv_bias() { ", q/k/v bias" } else { "" },
+            if c.qk_norm() { ", q/k norm" } else { "" },
+        )?;
+        writeln!(
+            f,
+            "  parameters     {} ({}), stored as {}",
+            self.params,
+            super::human_count(self.params),
+            super::checkpoint::dtype_name(self.stored)
+        )?;
+        let rows = match (&self.adapter, self.adapter_rows) {
+            (Some(_), Some(r)) => format!("{r}, saved in the adapter"),
+            (Some(_), None) if self.tokens > c.vocab_size => format!(
+                "{} in the base, and the adapter saves none: export them (README, \"Your own model\")",
+                c.vocab_size
+            ),
+            _ => c.vocab_size.to_string(),
+        };
+        writeln!(
+            f,
+            "  tokenizer      {}, {} tokens (embedding rows {rows})",
+            self.tokenizer, self.tokens
+        )?;
+        let levels: Vec<String> = self
+            .codes_per_level
+            .iter()
+            .enumerate()
+            .map(|(l, n)| format!("{} {n}", (b'a' + l as u8) as char))
+            .collect();
+        match self.code_ids {
+            Some((lo, hi)) => writeln!(
+                f,
+                "  code tokens    {} found (per level: {}), ids {lo}..={hi}",
+                self.codes_per_level.iter().sum::<usize>(),
+                levels.join(", ")
+            )?,
+            None => writeln!(
+                f,
+                "  code tokens    none: add the dataset's <a_N>..<d_N> tokens to the tokenizer"
+            )?,
+        }
+        writeln!(
+            f,
+            "  prompt style   {} ({})",
+            self.style.name(),
+            if self.style_declared {
+                "config.json says so"
+            } else {
+                "detected from the tokenizer"
+            }
+        )?;
+        writeln!(
+            f,
+            "  positions      up to {}, rope theta {}",
+            c.max_position_embeddings, c.rope_theta
+        )?;
+        write!(f, "  tied embedding {}", c.tie_word_embeddings)
+    }
+}
