@@ -55,7 +55,18 @@ impl Placement {
 
 /// Loads a checkpoint (or an adapter over `base`) as placed.
 pub fn load_model(dir: &Path, base: Option<&Path>, at: &Placement) -> Result<Llm> {
-    Llm::load_with(dir, &at.options(base))
+    let t = std::time::Instant::now();
+    let m = Llm::load_with(dir, &at.options(base))?;
+    log::info!(
+        "loaded {} ({} {} {:?}, {} prompt) in {:.2} s",
+        dir.display(),
+        m.config().model_type,
+        m.describe(),
+        m.model.dtype(),
+        m.style.name(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(m)
 }
 
 /// Loads the target and maps the dataset into its token space.

@@ -48,14 +48,16 @@ enum Command {
     NewModel(NewModelArgs),
     /// Check a device: logits against the CPU f32 reference, strict exactness, a short bench.
     Selftest(SelftestArgs),
-    /// Train a model (`train target`).
+    /// Train a model (`train target`); compact-prompt models only.
     Train {
         #[command(subcommand)]
         what: TrainCommand,
     },
-    /// Write the target's top-K beams for every training sample (the alignment teacher).
+    /// Write the target's top-K beams for every training sample (the alignment teacher);
+    /// compact-prompt targets only.
     Teacher(TeacherArgs),
-    /// Train a draft aligned to the target.
+    /// Train a draft aligned to the target; compact-prompt models only (reference-style LLM
+    /// checkpoints are refused).
     Align(AlignArgs),
     /// The paper's Table 1 from `bench --json` reports, each given as NAME=FILE.
     Report {
@@ -351,6 +353,9 @@ struct NewModelArgs {
     heads: usize,
     #[arg(long)]
     kv_heads: Option<usize>,
+    /// MLP width (default: 8/3 of hidden, rounded up to a multiple of 32).
+    #[arg(long)]
+    intermediate: Option<usize>,
     /// Standard deviation of the normal initialisation (Hugging Face: 0.02).
     #[arg(long, default_value_t = 0.02)]
     std: f32,
@@ -649,19 +654,22 @@ fn inspect(dir: &Path, base: Option<&Path>) -> Result<()> {
 fn new_model(a: NewModelArgs) -> Result<()> {
     let data = Dataset::load(&a.data)?;
     let kv = a.kv_heads.unwrap_or(a.heads);
-    let cfg = ModelConfig::compact(data.vocab.len(), a.layers, a.hidden, a.heads, kv);
+    let mut cfg = ModelConfig::compact(data.vocab.len(), a.layers, a.hidden, a.heads, kv);
+    set(&mut cfg.intermediate_size, a.intermediate);
     let dtype = checkpoint::parse_dtype(&a.dtype)?;
-    let m = Llm::random(
+    let params = atspeed::model::random::write_random(
         &cfg,
-        data.vocab.tokens().to_vec(),
+        data.vocab.tokens(),
         a.std,
         a.seed,
-        &candle_core::Device::Cpu,
+        dtype,
+        &a.out,
     )?;
-    m.save(&a.out, dtype)?;
     println!(
-        "wrote {} ({}) to {}",
-        m.describe(),
+        "wrote {}Lx{} {} ({}) to {}",
+        cfg.num_hidden_layers,
+        cfg.hidden_size,
+        atspeed::model::human_count(params),
         checkpoint::dtype_name(dtype),
         a.out.display()
     );

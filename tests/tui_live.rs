@@ -103,7 +103,7 @@ fn live_engine_feeds_the_explorer() {
     assert_eq!(engine.num_users(), 8);
     // The chosen user comes first.
     assert_eq!(app.users[0].user, 5);
-    assert!(app.header.target.starts_with("target 2Lx32"));
+    assert!(app.header.target.starts_with("target llama 2Lx32"));
     assert!(app.users[0].history[0].title.starts_with("Product"));
 
     app.start();

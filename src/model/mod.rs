@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod config;
 mod llama;
 pub mod lora;
+pub mod random;
 pub mod summary;
 pub mod tokenizer;
 pub mod weights;

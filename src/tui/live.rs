@@ -189,7 +189,18 @@ pub fn live_app(ctx: ExplorerContext) -> crate::Result<(App, LiveEngine)> {
     }
     let header = SessionHeader {
         dataset: ds.name.clone(),
-        target: format!("target {}", ctx.target.describe()),
+        // Architecture and prompt style: what a user debugging their own model checks first.
+        target: format!(
+            "target {} {}{} ({} prompt)",
+            ctx.target.config().model_type,
+            ctx.target.describe(),
+            if ctx.target.adapter.is_some() {
+                " + LoRA"
+            } else {
+                ""
+            },
+            ctx.space.style.name()
+        ),
         drafts: ctx
             .drafts
             .iter()
