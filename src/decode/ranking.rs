@@ -35,10 +35,12 @@ pub fn sort_views(v: &mut [BeamView]) {
 
 /// How far two computations of the same beam score may drift apart: `abs + rel * |score|`.
 ///
-/// Calibrated by `tests/exactness.rs::score_deviation_*`, which measures the largest deviation
-/// between tree-pass and incremental scores of the same beams on small and wide random models in
-/// each dtype; the values here are about 4x the largest deviation measured, so a real bug (a
-/// wrong mask, a stale cache entry: errors of whole log-probability units) stays far outside.
+/// Derived from measurement: `tests/exactness.rs::strict_equals_beam_search_on_wide_models_and_in_bf16`
+/// prints the largest deviation between the tree pass's and the incremental passes' scores of the
+/// same beams. Measured relative deviations: f32 3.1e-6 on a 4x512 model (and 1e-4 at a score of
+/// 25, 4e-6, on a 24x1536 one), f16 1.6e-3 and bf16 2.9e-3 on 4x512. The tolerances are 5-7x
+/// those, so a real bug (a wrong mask, a stale cache entry: errors of whole log-probability
+/// units) stays far outside.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScoreTolerance {
     pub abs: f32,
@@ -54,8 +56,8 @@ impl ScoreTolerance {
                 rel: 0.02,
             },
             DType::F16 => ScoreTolerance {
-                abs: 0.05,
-                rel: 0.004,
+                abs: 0.1,
+                rel: 0.01,
             },
             _ => ScoreTolerance {
                 abs: 2e-5,
