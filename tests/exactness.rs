@@ -279,8 +279,14 @@ fn model_as(
     use atspeed::model::{Llm, LoadOptions, ModelConfig};
     let heads = if hidden >= 256 { 8 } else { 4 };
     let cfg = ModelConfig::compact(cat.vocab.len(), layers, hidden, heads, heads / 2);
-    let m = Llm::random(&cfg, cat.vocab.tokens().to_vec(), 0.15, seed, &candle_core::Device::Cpu)
-        .unwrap();
+    let m = Llm::random(
+        &cfg,
+        cat.vocab.tokens().to_vec(),
+        0.15,
+        seed,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
     if dtype == candle_core::DType::F32 {
         return m;
     }

@@ -289,11 +289,28 @@ impl Llm {
     ) -> Result<Tensor> {
         let t = tokens.len();
         let s = cache.len() + t;
-        let max = self.config().max_position_embeddings as u32;
+        let max = self
+            .config()
+            .max_position_embeddings
+            .min(llama::ROPE_POSITIONS) as u32;
         if let Some(&p) = positions.iter().find(|&&p| p >= max) {
             return Err(Error::invalid(
                 "prompt",
-                format!("position {p} exceeds the model's max_position_embeddings {max}"),
+                format!(
+                    "position {p} is beyond the {max} positions this model runs (max_position_embeddings {}, at most {} here)",
+                    self.config().max_position_embeddings,
+                    llama::ROPE_POSITIONS
+                ),
+            ));
+        }
+        if mask.len() != t * s || positions.len() != t {
+            return Err(Error::invalid(
+                "mask",
+                format!(
+                    "{} mask entries and {} positions for {t} tokens over {s} entries",
+                    mask.len(),
+                    positions.len()
+                ),
             ));
         }
         let dev = self.device();
