@@ -35,10 +35,21 @@ pub enum Error {
     #[error("{0}")]
     Failed(String),
     #[error("tensor error: {0}")]
-    Candle(#[from] candle_core::Error),
+    Candle(candle_core::Error),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+impl From<candle_core::Error> for Error {
+    /// Without candle's backtrace (printed when RUST_BACKTRACE is set): an error is one line.
+    fn from(e: candle_core::Error) -> Self {
+        let mut e = e;
+        while let candle_core::Error::WithBacktrace { inner, .. } = e {
+            e = *inner;
+        }
+        Error::Candle(e)
+    }
+}
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, err: std::io::Error) -> Self {

@@ -422,6 +422,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("epochs", "--epochs"),
     ("out", "--out"),
     ("prompt", "--prompt"),
+    ("base", "--target-base/--draft-base (inspect: --base)"),
     ("std", "--std"),
 ];
 

@@ -132,6 +132,25 @@ impl TokenSpace {
             ident.map(|t| model_of[t as usize].expect("codes are mapped"))
         };
         let items: Vec<Identifier> = data.items.iter().map(map).collect();
+        // The prompt must carry each code as its own token. A tokenizer.json converted from a
+        // slow SentencePiece tokenizer can split `<b_69>` into `<`, `b`, `_`, ... when the added
+        // tokens sit under its normalizer: the ids would then not be the ones the model was
+        // fine-tuned on.
+        if let (PromptStyle::Reference, Some(first)) = (llm.style, data.items.first()) {
+            let text = data.vocab.render(first);
+            let got = tok
+                .encode_plain(&text)
+                .map_err(|m| Error::model(&model, m))?;
+            let want: Vec<u32> = map(first).to_vec();
+            if got != want {
+                return Err(Error::model(
+                    &model,
+                    format!(
+                        "its tokenizer.json does not keep the code tokens whole: {text} encodes as {got:?}, not {want:?} (check the added tokens are not normalized; README \"Your own model\")"
+                    ),
+                ));
+            }
+        }
         Ok(TokenSpace {
             style: llm.style,
             trie: PrefixAutomaton::trie(&items),

@@ -389,3 +389,253 @@ fn cli_inspect_recommend_and_bench_run_on_reference_checkpoints() {
         assert!(text.contains("| 5 |"), "{text}");
     }
 }
+
+/// Writes `tensors` (f32) as a safetensors file.
+fn save_tensors(path: &Path, tensors: Vec<(&str, candle_core::Tensor)>) {
+    let map: std::collections::HashMap<String, candle_core::Tensor> = tensors
+        .into_iter()
+        .map(|(n, t)| (n.to_string(), t))
+        .collect();
+    candle_core::safetensors::save(&map, path).unwrap();
+}
+
+fn randn(shape: &[usize], seed: u64) -> candle_core::Tensor {
+    use rand::Rng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.random_range(-0.5..0.5)).collect();
+    candle_core::Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+fn weight(m: &Llm, name: &str) -> Vec<f32> {
+    m.model
+        .named_tensors()
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no {name}"))
+        .1
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+/// LC-Rec writes the base's config.json beside its adapter: still an adapter. (Review finding.)
+#[test]
+fn lcrec_adapter_folder_with_a_config_json_is_an_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&root().join("lora/adapter"), dir.path());
+    std::fs::copy(
+        root().join("lora/base/config.json"),
+        dir.path().join("config.json"),
+    )
+    .unwrap();
+    let data = data();
+    let (m, space) = load_target(
+        dir.path(),
+        Some(&root().join("lora/base")),
+        &data,
+        &f32_cpu(),
+    )
+    .unwrap();
+    assert!(m.adapter.is_some());
+    let u = &expected("lora")["users"][0];
+    let prompt = space.prompt(&data, &ids(&u["history"])).unwrap();
+    let b = beam_search(&m, &space.trie, &prompt, 5).unwrap();
+    assert_same_list(&b.beams, &hf_list(u, 5), "LC-Rec layout");
+    // A base given for a full checkpoint is a mistake, not silently ignored.
+    let e = load_target(
+        &root().join("llama"),
+        Some(&root().join("lora/base")),
+        &data,
+        &f32_cpu(),
+    )
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("not a LoRA adapter"), "{e}");
+}
+
+/// The Hugging Face hub cache links a snapshot's shards into a blob store outside the folder.
+#[test]
+fn hub_cache_symlinked_shards_load() {
+    let root_dir = tempfile::tempdir().unwrap();
+    let snap = root_dir.path().join("snapshots/abc");
+    let blobs = root_dir.path().join("blobs");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(&blobs).unwrap();
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(root().join("llama").join(f), blobs.join(f)).unwrap();
+        std::os::unix::fs::symlink(blobs.join(f), snap.join(f)).unwrap();
+    }
+    std::fs::copy(
+        root().join("llama/model.safetensors"),
+        blobs.join("0123abcd"),
+    )
+    .unwrap();
+    let shard = "model-00001-of-00001.safetensors";
+    std::os::unix::fs::symlink(blobs.join("0123abcd"), snap.join(shard)).unwrap();
+    let names = atspeed::model::tensor_shapes(
+        &atspeed::model::checkpoint::read_config(&root().join("llama")).unwrap(),
+    );
+    let map: serde_json::Map<String, Value> = names
+        .iter()
+        .map(|(n, _)| (n.clone(), Value::from(shard)))
+        .collect();
+    std::fs::write(
+        snap.join("model.safetensors.index.json"),
+        serde_json::json!({ "weight_map": map }).to_string(),
+    )
+    .unwrap();
+    let data = data();
+    load_target(&snap, None, &data, &f32_cpu()).unwrap();
+}
+
+/// An adapter over a tied base (Qwen3 small models tie lm_head to the embedding) that saves its
+/// own lm_head unties it; alpha_pattern scales a module as PEFT does; r is the matrices' rank.
+#[test]
+fn adapter_over_a_tied_base_with_patterns() {
+    let base = root().join("qwen3");
+    let cfg = atspeed::model::checkpoint::read_config(&base).unwrap();
+    assert!(cfg.tie_word_embeddings);
+    let (v, h) = (cfg.vocab_size, cfg.hidden_size);
+    let q_out = cfg.num_attention_heads * cfg.head_dim();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        base.join("tokenizer.json"),
+        dir.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("adapter_config.json"),
+        serde_json::json!({
+            "peft_type": "LORA", "r": 4, "lora_alpha": 16, "base_model_name_or_path": s(&base),
+            "target_modules": ["q_proj", "v_proj"], "modules_to_save": ["embed_tokens", "lm_head"],
+            "alpha_pattern": {"nothing_matches": 1, "layers.0.self_attn.q_proj": 2}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let (a, b) = (randn(&[2, h], 1), randn(&[q_out, 2], 2));
+    let head = randn(&[v, h], 3);
+    let embed = randn(&[v, h], 4);
+    let p = "base_model.model.model.layers";
+    save_tensors(
+        &dir.path().join("adapter_model.safetensors"),
+        vec![
+            (&format!("{p}.0.self_attn.q_proj.lora_A.weight"), a.clone()),
+            (&format!("{p}.0.self_attn.q_proj.lora_B.weight"), b.clone()),
+            (&format!("{p}.1.self_attn.q_proj.lora_A.weight"), a.clone()),
+            (&format!("{p}.1.self_attn.q_proj.lora_B.weight"), b.clone()),
+            ("base_model.model.lm_head.weight", head.clone()),
+            ("base_model.model.model.embed_tokens.weight", embed.clone()),
+        ],
+    );
+    let m = Llm::load_with(
+        dir.path(),
+        &LoadOptions::new(&Device::Cpu, Some(DType::F32)),
+    )
+    .unwrap();
+    assert!(
+        !m.config().tie_word_embeddings,
+        "the adapter's lm_head unties the model"
+    );
+    let want: Vec<f32> = head.flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!(weight(&m, "lm_head.weight"), want);
+    // Layer 0's q_proj matches the second pattern key: alpha 2, rank 2 (from the matrices,
+    // not the config's r = 4): scale 1. Layer 1 uses lora_alpha: 16 / 2 = 8.
+    let plain = Llm::load(&base, &Device::Cpu).unwrap();
+    let delta = b.matmul(&a).unwrap();
+    for (layer, scale) in [(0, 1.0), (1, 8.0)] {
+        let name = format!("model.layers.{layer}.self_attn.q_proj.weight");
+        let expect: Vec<f32> = ((delta.clone() * scale).unwrap()
+            + candle_core::Tensor::from_vec(weight(&plain, &name), (q_out, h), &Device::Cpu)
+                .unwrap())
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+        let got = weight(&m, &name);
+        let worst = got
+            .iter()
+            .zip(&expect)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-5, "layer {layer}: {worst}");
+    }
+}
+
+#[test]
+fn adapters_and_checkpoints_that_do_not_add_up_are_refused() {
+    let data = data();
+    let at = f32_cpu();
+    let err = |dir: &Path| {
+        load_target(dir, None, &data, &at)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    };
+    // lora_bias and unknown LoRA tensors.
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&root().join("lora/adapter"), dir.path());
+    let cfg_path = dir.path().join("adapter_config.json");
+    let mut c: Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    c["base_model_name_or_path"] = s(&root().join("lora/base")).into();
+    c["lora_bias"] = true.into();
+    std::fs::write(&cfg_path, c.to_string()).unwrap();
+    assert!(err(dir.path()).contains("lora_bias"), "{}", err(dir.path()));
+    // A checkpoint holding more layers than its config says.
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&root().join("llama"), dir.path());
+    edit_config(dir.path(), |c| c["num_hidden_layers"] = 1.into());
+    let e = err(dir.path());
+    assert!(
+        e.contains("model.layers.1") && e.contains("not part of"),
+        "{e}"
+    );
+    // Qwen3 with attention_bias has an o_proj bias too (transformers builds one).
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&root().join("qwen3"), dir.path());
+    edit_config(dir.path(), |c| c["attention_bias"] = true.into());
+    let e = err(dir.path());
+    assert!(
+        e.contains("o_proj.bias") || e.contains("q_proj.bias"),
+        "{e}"
+    );
+    // A config asking for the reference prompt on a compact vocabulary.
+    let mut at_ref = f32_cpu();
+    at_ref.prompt = Some(PromptStyle::Reference);
+    let compact = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/target");
+    let e = atspeed::load::load_model(&compact, None, &at_ref)
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cannot encode the reference prompt"), "{e}");
+}
+
+/// A tokenizer.json whose code tokens are normalized under a SentencePiece normalizer (what a
+/// careless slow-to-fast conversion writes) splits `<b_69>` into characters: refused, since the
+/// prompt ids would not be the ones the model was fine-tuned on.
+#[test]
+fn a_tokenizer_that_splits_code_tokens_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&root().join("llama"), dir.path());
+    let p = dir.path().join("tokenizer.json");
+    let mut t: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    t["normalizer"] = serde_json::json!({"type": "Sequence", "normalizers": [
+        {"type": "Prepend", "prepend": "\u{2581}"},
+        {"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"}]});
+    t["pre_tokenizer"] = Value::Null;
+    for a in t["added_tokens"].as_array_mut().unwrap() {
+        if a["content"].as_str().unwrap().starts_with("<b_") {
+            a["normalized"] = true.into();
+        }
+    }
+    std::fs::write(&p, t.to_string()).unwrap();
+    let e = load_target(dir.path(), None, &data(), &f32_cpu())
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("does not keep the code tokens whole"), "{e}");
+}

@@ -59,12 +59,12 @@ pub fn sample_search<R: Rng>(
 /// log-probability rows).
 pub(crate) fn check_inputs(prompt: &[u32], auto: &PrefixAutomaton, llm: &Llm) -> Result<()> {
     if prompt.is_empty() {
-        return Err(Error::invalid("prompt", "empty prompt"));
+        return Err(Error::invalid("prompt tokens", "empty prompt"));
     }
     let v = llm.config().vocab_size as u32;
     if let Some(t) = prompt.iter().find(|&&t| t >= v) {
         return Err(Error::invalid(
-            "prompt",
+            "prompt tokens",
             format!("token id {t} outside the model's vocabulary of {v}"),
         ));
     }

@@ -99,14 +99,25 @@ pub struct ListComparison {
     /// allowed there (both 0 for identical lists).
     pub worst_gap: f32,
     pub worst_allowed: f32,
+    /// Whether every beam in both lists has agreeing scores. Identical lists are identical
+    /// whatever their scores, but scores that drift beyond the tolerance are a bug of their own
+    /// (printed scores would be wrong), which the strict verdict reports.
+    #[serde(default = "yes")]
+    pub scores_agree: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Compares list `a` with the reference list `b` (both best first).
 pub fn compare_lists(a: &[BeamView], b: &[BeamView], tol: ScoreTolerance) -> ListComparison {
     let mut max_deviation = 0f32;
+    let mut scores_agree = true;
     for x in a {
         if let Some(y) = b.iter().find(|y| y.tokens == x.tokens) {
             max_deviation = max_deviation.max((x.score - y.score).abs());
+            scores_agree &= tol.agree(x.score, y.score);
         }
     }
     let mut worst_gap = 0f32;
@@ -143,6 +154,7 @@ pub fn compare_lists(a: &[BeamView], b: &[BeamView], tol: ScoreTolerance) -> Lis
         max_deviation,
         worst_gap,
         worst_allowed,
+        scores_agree,
     }
 }
 

@@ -280,12 +280,17 @@ pub struct Rows {
 }
 
 impl Rows {
+    /// The host copy; a NaN (broken weights, an overflow in a reduced dtype) is an error, so
+    /// it can never be ranked or printed as a score.
     pub fn from_tensor(t: &Tensor) -> Result<Rows> {
         let (_, vocab) = t.dims2()?;
-        Ok(Rows {
-            data: t.flatten_all()?.to_vec1::<f32>()?,
-            vocab,
-        })
+        let data = t.flatten_all()?.to_vec1::<f32>()?;
+        if data.iter().any(|x| x.is_nan()) {
+            return Err(crate::Error::Failed(
+                "the model produced NaN log-probabilities (non-finite activations: try --dtype f32 or bf16)".into(),
+            ));
+        }
+        Ok(Rows { data, vocab })
     }
     pub fn row(&self, i: usize) -> &[f32] {
         &self.data[i * self.vocab..(i + 1) * self.vocab]

@@ -107,6 +107,10 @@ pub struct KReport {
     /// The tolerance the lists were judged with.
     #[serde(default)]
     pub tolerance: Option<ScoreTolerance>,
+    /// Users whose two lists share a beam with scores beyond the tolerance (a bug even when
+    /// the items agree).
+    #[serde(default)]
+    pub score_mismatches: usize,
     pub speculative_metrics: RankingMetrics,
     pub baseline_metrics: RankingMetrics,
 }
@@ -174,6 +178,7 @@ impl Acc {
             ListMatch::Different => {}
         }
         self.r.max_score_deviation = self.r.max_score_deviation.max(cmp.max_deviation as f64);
+        self.r.score_mismatches += usize::from(!cmp.scores_agree);
         self.r
             .speculative_metrics
             .add(&space.identifiers(&trace.beams), truth);
@@ -381,17 +386,23 @@ impl BenchReport {
         if self.config.decode.mode != Mode::Strict {
             return Ok(());
         }
-        match self
+        if let Some(r) = self
             .per_k
             .iter()
             .find(|r| r.identical_fraction + r.near_tie_fraction < 1.0 - 1e-12)
         {
-            Some(r) => Err(Error::Failed(format!(
+            return Err(Error::Failed(format!(
                 "strict mode produced a list different from target-only beam search for K={} (identical {:.4}, near-ties {:.4}, largest score deviation {:.2e})",
                 r.k, r.identical_fraction, r.near_tie_fraction, r.max_score_deviation
-            ))),
-            None => Ok(()),
+            )));
         }
+        if let Some(r) = self.per_k.iter().find(|r| r.score_mismatches > 0) {
+            return Err(Error::Failed(format!(
+                "strict mode scored {} users' beams differently from target-only beam search beyond the tolerance for K={} (largest deviation {:.2e})",
+                r.score_mismatches, r.k, r.max_score_deviation
+            )));
+        }
+        Ok(())
     }
 
     /// The table `atspeed bench` prints (markdown, so it pastes into notes as is).

@@ -156,13 +156,14 @@ pub fn check_exact(
     let n = users.min(samples.len());
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let tol = ScoreTolerance::for_dtype(target.model.dtype());
-    let (mut identical, mut near, mut dev) = (0, 0, 0f32);
+    let (mut identical, mut near, mut dev, mut scores_agree) = (0, 0, 0f32, true);
     for s in samples.iter().take(n) {
         let prompt = space.prompt(data, &s.history)?;
         let base = beam_search(target, &space.trie, &prompt, params.k)?;
         let spec = speculative(target, draft, &space.trie, &prompt, params, &mut rng)?;
         let cmp = compare_lists(&spec.beams, &base.beams, tol);
         dev = dev.max(cmp.max_deviation);
+        scores_agree &= cmp.scores_agree;
         match cmp.verdict {
             ListMatch::Identical => identical += 1,
             ListMatch::NearTie => near += 1,
@@ -176,7 +177,7 @@ pub fn check_exact(
         max_score_deviation: dev,
         tolerance: Some(tol),
         // No users checked is no evidence: it fails rather than passing vacuously.
-        pass: n > 0 && identical + near == n,
+        pass: n > 0 && identical + near == n && scores_agree,
     })
 }
 

@@ -73,7 +73,12 @@ pub fn dtype_name(dtype: DType) -> &'static str {
 pub fn parse_dtype_or_auto(s: &str) -> Result<Option<DType>> {
     match s {
         "auto" => Ok(None),
-        _ => parse_dtype(s).map(Some),
+        _ => parse_dtype(s).map(Some).map_err(|_| {
+            Error::invalid(
+                "dtype",
+                format!("unknown dtype {s:?} (f32, f16, bf16, or auto for the stored one)"),
+            )
+        }),
     }
 }
 
@@ -84,7 +89,7 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
         "bf16" | "bfloat16" => Ok(DType::BF16),
         _ => Err(Error::invalid(
             "dtype",
-            format!("unknown dtype {s:?} (f32, f16, bf16, or auto for the stored one)"),
+            format!("unknown dtype {s:?} (f32, f16 or bf16)"),
         )),
     }
 }

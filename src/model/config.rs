@@ -235,20 +235,18 @@ impl ModelConfig {
                     .ok_or_else(|| format!("{name} must be a positive number, not {x}")),
             }
         };
+        // Special token ids are informative only (decoding generates exactly the identifier's
+        // tokens and never stops on one), so an odd value, such as the -1 of old LLaMA-1
+        // configs, is ignored rather than refused. Lists (several end tokens) give their first.
         let token = |name: &str| -> Result<Option<u32>, String> {
             let id = match field(name) {
-                None => return Ok(None),
-                // Some configs list several end tokens; the first is the one generation uses.
-                Some(Value::Array(a)) => match a.first() {
-                    None => return Ok(None),
-                    Some(x) => x.clone(),
-                },
-                Some(x) => x.clone(),
+                Some(Value::Array(a)) => a.first().cloned(),
+                other => other.cloned(),
             };
-            id.as_u64()
+            Ok(id
+                .and_then(|v| v.as_u64())
                 .filter(|&n| n < MAX_VOCAB as u64)
-                .map(|n| Some(n as u32))
-                .ok_or_else(|| format!("{name} must be a token id, not {id}"))
+                .map(|n| n as u32))
         };
 
         // What this decoder does not implement is refused, not approximated.
@@ -308,8 +306,13 @@ impl ModelConfig {
             attention_bias: flag("attention_bias")?,
             rms_norm_eps: float("rms_norm_eps", default_eps())?,
             rope_theta,
-            max_position_embeddings: opt_size("max_position_embeddings", MAX_POSITIONS)?
-                .unwrap_or_else(default_max_pos),
+            // Transformers' defaults when the field is absent: LLaMA 2048, Qwen 32768.
+            max_position_embeddings: opt_size("max_position_embeddings", MAX_POSITIONS)?.unwrap_or(
+                match arch {
+                    Arch::Llama => 2048,
+                    Arch::Qwen2 | Arch::Qwen3 => 32768,
+                },
+            ),
             tie_word_embeddings: flag("tie_word_embeddings")?,
             bos_token_id: token("bos_token_id")?,
             eos_token_id: token("eos_token_id")?,
@@ -340,9 +343,10 @@ impl ModelConfig {
         self.arch() == Arch::Qwen2 || self.attention_bias
     }
 
-    /// Whether o carries a bias (LLaMA with `attention_bias`; never in Qwen).
+    /// Whether o carries a bias (LLaMA and Qwen3 with `attention_bias`, as transformers builds
+    /// them; never in Qwen2).
     pub fn o_bias(&self) -> bool {
-        self.arch() == Arch::Llama && self.attention_bias
+        self.arch() != Arch::Qwen2 && self.attention_bias
     }
 
     /// Whether each head of q and k goes through its own RMSNorm before the rotary embedding.
@@ -409,7 +413,19 @@ impl ModelConfig {
 /// (transformers 5) or `rope_scaling`. Only the default rotary embedding is implemented; a
 /// scaled one (linear, dynamic, yarn, llama3...) is an error naming its type.
 fn rope_theta(obj: &serde_json::Map<String, Value>) -> Result<f64, String> {
-    let mut theta = obj.get("rope_theta").and_then(Value::as_f64);
+    let number = |key: &str, v: &Value| -> Result<Option<f64>, String> {
+        match v {
+            Value::Null => Ok(None),
+            v => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| format!("{key} must be a number, not {v}")),
+        }
+    };
+    let mut theta = match obj.get("rope_theta") {
+        Some(v) => number("rope_theta", v)?,
+        None => None,
+    };
     for key in ["rope_parameters", "rope_scaling"] {
         let Some(p) = obj.get(key).filter(|x| !x.is_null()) else {
             continue;
@@ -427,8 +443,8 @@ fn rope_theta(obj: &serde_json::Map<String, Value>) -> Result<f64, String> {
                 "{key}.rope_type {kind:?} is not supported (only the default rotary embedding)"
             ));
         }
-        if let Some(t) = p.get("rope_theta").and_then(Value::as_f64) {
-            theta = Some(t);
+        if let Some(t) = p.get("rope_theta") {
+            theta = number(&format!("{key}.rope_theta"), t)?.or(theta);
         }
     }
     let t = theta.unwrap_or_else(default_rope_theta);
@@ -469,6 +485,10 @@ mod tests {
         assert_eq!(c.rope_theta, 5e5);
         let c = ModelConfig::from_json(&with("eos_token_id", json!([7, 9]))).unwrap();
         assert_eq!(c.eos_token_id, Some(7));
+        // LLaMA-1's pad -1 is not an id, and not a reason to refuse the model.
+        let c = ModelConfig::from_json(&with("pad_token_id", json!(-1))).unwrap();
+        assert_eq!(c.pad_token_id, None);
+        assert_eq!(c.max_position_embeddings, 2048);
         let mut q = with("model_type", json!("qwen3"));
         q["head_dim"] = json!(6);
         let c = ModelConfig::from_json(&q).unwrap();
@@ -500,5 +520,6 @@ mod tests {
         assert!(err(with("hidden_size", json!(-3))).contains("hidden_size must be"));
         assert!(err(with("vocab_size", json!("big"))).contains("vocab_size must be"));
         assert!(err(json!([1, 2])).contains("JSON object"));
+        assert!(err(with("rope_theta", json!("abc"))).contains("rope_theta must be a number"));
     }
 }

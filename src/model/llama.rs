@@ -61,8 +61,8 @@ pub struct Llama {
     blocks: Vec<Block>,
     norm: Tensor,
     lm_head: Linear,
-    cos_table: Tensor,
-    sin_table: Tensor,
+    /// The rotary frequencies 1 / theta^(2i / head_dim), shaped [1, head_dim / 2].
+    inv_freq: Tensor,
     dtype: DType,
     device: Device,
 }
@@ -131,15 +131,14 @@ impl Llama {
         } else {
             linear(vb.pp("lm_head"), h, cfg.vocab_size)?
         };
-        let (cos_table, sin_table) = rope_tables(cfg, vb.device())?;
+        let inv_freq = inv_freq(cfg, vb.device())?;
         Ok(Llama {
             cfg: cfg.clone(),
             embed,
             blocks,
             norm,
             lm_head,
-            cos_table,
-            sin_table,
+            inv_freq,
             dtype: vb.dtype(),
             device: vb.device().clone(),
         })
@@ -179,18 +178,19 @@ impl Llama {
     }
 
     /// Gathers the rotary tables for position ids shaped [batch, seq].
+    ///
+    /// Computed for the pass's positions only (no table sized by max_position_embeddings):
+    /// angle = position * inv_freq in f32, as transformers computes it.
     pub fn rotary(&self, positions: &Tensor) -> Result<Rotary> {
         let (b, t) = positions.dims2()?;
-        let flat = positions.flatten_all()?;
         let half = self.cfg.head_dim() / 2;
-        let cos = self
-            .cos_table
-            .index_select(&flat, 0)?
-            .reshape((b, t, half))?;
-        let sin = self
-            .sin_table
-            .index_select(&flat, 0)?
-            .reshape((b, t, half))?;
+        let angles = positions
+            .flatten_all()?
+            .to_dtype(DType::F32)?
+            .reshape((b * t, 1))?
+            .broadcast_mul(&self.inv_freq)?;
+        let cos = angles.cos()?.reshape((b, t, half))?;
+        let sin = angles.sin()?.reshape((b, t, half))?;
         Ok(Rotary { cos, sin })
     }
 
@@ -277,10 +277,6 @@ impl Llama {
     }
 }
 
-/// Positions the rotary tables cover at most: far beyond any recommendation prompt (a few hundred
-/// tokens), while a config declaring millions of positions costs no memory.
-pub const ROPE_POSITIONS: usize = 1 << 15;
-
 /// Stacks linear layers along their outputs (weights and biases): one product for all of them.
 fn stack(parts: &[Linear]) -> Result<Linear> {
     let w: Vec<&Tensor> = parts.iter().map(|l| l.weight()).collect();
@@ -309,25 +305,12 @@ fn unstack<const N: usize>(fused: &Linear, parts: &[Linear; N]) -> Result<[Linea
     Ok(out.try_into().expect("one view per part"))
 }
 
-fn rope_tables(cfg: &ModelConfig, device: &Device) -> Result<(Tensor, Tensor)> {
+fn inv_freq(cfg: &ModelConfig, device: &Device) -> Result<Tensor> {
     let half = cfg.head_dim() / 2;
     let inv: Vec<f32> = (0..half)
         .map(|i| 1.0 / (cfg.rope_theta as f32).powf(2.0 * i as f32 / cfg.head_dim() as f32))
         .collect();
-    let n = cfg.max_position_embeddings.min(ROPE_POSITIONS);
-    let mut cos = Vec::with_capacity(n * half);
-    let mut sin = Vec::with_capacity(n * half);
-    for p in 0..n {
-        for f in &inv {
-            let a = p as f32 * f;
-            cos.push(a.cos());
-            sin.push(a.sin());
-        }
-    }
-    Ok((
-        Tensor::from_vec(cos, (n, half), device)?,
-        Tensor::from_vec(sin, (n, half), device)?,
-    ))
+    Tensor::from_vec(inv, (1, half), device)
 }
 
 fn rms_norm(x: &Tensor, w: &Tensor, eps: f32, differentiable: bool) -> Result<Tensor> {

@@ -88,15 +88,25 @@ impl Llm {
         let mut adapter = if lora::is_adapter(dir) {
             Some(lora::Adapter::load(dir)?)
         } else {
+            if opts.base.is_some() {
+                return Err(Error::invalid(
+                    "base",
+                    format!(
+                        "{} is a full checkpoint, not a LoRA adapter: a base applies to adapter folders only",
+                        dir.display()
+                    ),
+                ));
+            }
             None
         };
         let ckpt = match &adapter {
             None => dir.to_path_buf(),
             Some(a) => opts.base.clone().or_else(|| a.local_base()).ok_or_else(|| {
-                Error::model(
-                    dir,
+                Error::invalid(
+                    "base",
                     format!(
-                        "is a LoRA adapter for base {:?}, which is not a local checkpoint folder: give the base model's folder (option base)",
+                        "{} is a LoRA adapter for base {:?}, which is not a local checkpoint folder: give the base checkpoint's folder",
+                        dir.display(),
                         a.info.base_name
                     ),
                 )
@@ -106,6 +116,15 @@ impl Llm {
         // An adapter that resized the vocabulary carries its own tokenizer.
         let tok_dir = match &adapter {
             Some(a) if a.info.dir.join(checkpoint::TOKENIZER).is_file() => a.info.dir.clone(),
+            Some(a)
+                if a.info.dir.join("tokenizer.model").is_file()
+                    || a.info.dir.join("added_tokens.json").is_file() =>
+            {
+                return Err(Error::model(
+                    a.info.dir.join(checkpoint::TOKENIZER),
+                    "missing: the adapter's tokenizer is saved only in the slow SentencePiece form (tokenizer.model, added_tokens.json); write tokenizer.json as README \"Your own model\" shows",
+                ));
+            }
             _ => ckpt.clone(),
         };
         let tokenizer = checkpoint::read_tokenizer(&tok_dir)?;
@@ -115,17 +134,50 @@ impl Llm {
         };
         let mut tensors = weights::read_weights(&ckpt, dtype, &opts.device)?;
         if let Some(a) = &mut adapter {
-            if let Some(v) = a.merge_into(&mut tensors, &ckpt)? {
+            let plan = a.merge_into(&mut tensors, &ckpt, cfg.tie_word_embeddings)?;
+            if let Some(v) = plan.vocab {
                 cfg.vocab_size = v;
-                // A tied model whose adapter saved its own lm_head is tied no longer.
-                if tensors.contains_key("lm_head.weight") {
-                    cfg.tie_word_embeddings = false;
-                }
             }
+            if plan.untie {
+                cfg.tie_word_embeddings = false;
+            }
+        }
+        // Every tensor must be one the config describes: a checkpoint with more layers than
+        // config.json says, or a bias the architecture lacks, is not silently half-used.
+        let expected: std::collections::HashSet<String> =
+            tensor_shapes(&cfg).into_iter().map(|(n, _)| n).collect();
+        let mut extra: Vec<&String> = tensors
+            .keys()
+            .filter(|n| !expected.contains(*n) && !n.ends_with("rotary_emb.inv_freq"))
+            .collect();
+        extra.sort();
+        if let Some(n) = extra.first() {
+            return Err(Error::model(
+                &ckpt,
+                format!(
+                    "weights do not fit config.json: tensor {n} is not part of a {} with {} layers{}",
+                    cfg.model_type,
+                    cfg.num_hidden_layers,
+                    if extra.len() > 1 {
+                        format!(" ({} such tensors)", extra.len())
+                    } else {
+                        String::new()
+                    }
+                ),
+            ));
         }
         let style = opts
             .prompt
             .unwrap_or_else(|| tokenizer::detect_style(cfg.prompt_style.as_deref(), &tokenizer));
+        if style == PromptStyle::Reference && tokenizer.is_compact() {
+            return Err(Error::invalid(
+                "prompt",
+                format!(
+                    "{} has a compact word-level vocabulary, which cannot encode the reference prompt's text",
+                    dir.display()
+                ),
+            ));
+        }
         let tokens = tokenizer.vocab().len();
         let fits = match style {
             // Compact vocabularies are exactly the model's rows.
@@ -289,18 +341,11 @@ impl Llm {
     ) -> Result<Tensor> {
         let t = tokens.len();
         let s = cache.len() + t;
-        let max = self
-            .config()
-            .max_position_embeddings
-            .min(llama::ROPE_POSITIONS) as u32;
+        let max = self.config().max_position_embeddings as u32;
         if let Some(&p) = positions.iter().find(|&&p| p >= max) {
             return Err(Error::invalid(
-                "prompt",
-                format!(
-                    "position {p} is beyond the {max} positions this model runs (max_position_embeddings {}, at most {} here)",
-                    self.config().max_position_embeddings,
-                    llama::ROPE_POSITIONS
-                ),
+                "prompt tokens",
+                format!("position {p} exceeds the model's max_position_embeddings {max}"),
             ));
         }
         if mask.len() != t * s || positions.len() != t {

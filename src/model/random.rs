@@ -20,6 +20,9 @@ use crate::{Error, Result};
 
 /// Largest shard written (Hugging Face's usual 5 GB shards would need that much memory here).
 const SHARD_BYTES: usize = 2 << 30;
+/// Largest model written: 200B parameters (a 70B LLaMA has 70B); each tensor at most 4 GB.
+const MAX_PARAMS: usize = 200_000_000_000;
+const MAX_TENSOR_BYTES: usize = 4 << 30;
 
 /// Writes a random checkpoint of `cfg` over `vocab` into `dir` (which must not exist yet, or be
 /// empty): config.json, tokenizer.json, and model.safetensors or shards with their index.
@@ -37,6 +40,24 @@ pub fn write_random(
         return Err(Error::invalid(
             "std",
             format!("the initialisation's standard deviation must be a positive number, not {std}"),
+        ));
+    }
+    let shapes = tensor_shapes(cfg);
+    let total: usize = shapes
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum();
+    let largest = shapes
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>() * dtype.size_in_bytes())
+        .max()
+        .unwrap_or(0);
+    if total > MAX_PARAMS || largest > MAX_TENSOR_BYTES {
+        return Err(Error::invalid(
+            "model shape",
+            format!(
+                "{total} parameters, the largest tensor {largest} bytes: at most {MAX_PARAMS} parameters and {MAX_TENSOR_BYTES} bytes per tensor"
+            ),
         ));
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -65,7 +86,7 @@ pub fn write_random(
         pending.clear();
         Ok(())
     };
-    for (name, shape) in tensor_shapes(&cfg) {
+    for (name, shape) in shapes {
         let n: usize = shape.iter().product();
         params += n;
         let values = (0..n).map(|_| {

@@ -1,6 +1,7 @@
 //! What `atspeed inspect` says about a checkpoint or an adapter folder, read from its config,
 //! tokenizer and safetensors headers only: a 7B model is described without loading 13 GB.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -35,7 +36,9 @@ pub struct CheckpointSummary {
     pub adapter_rows: Option<usize>,
 }
 
-/// Describes the checkpoint (or adapter over `base`) in `dir`.
+/// Describes the checkpoint (or adapter over `base`) in `dir`, and checks everything a load
+/// would check except the weights' values: the config, the tokenizer against the embedding, the
+/// tensor shapes in the headers against the config, and an adapter against its base.
 pub fn summarize(dir: &Path, base: Option<&Path>) -> Result<CheckpointSummary> {
     let adapter = if lora::is_adapter(dir) {
         Some(Adapter::load(dir)?)
@@ -48,37 +51,23 @@ pub fn summarize(dir: &Path, base: Option<&Path>) -> Result<CheckpointSummary> {
             .map(Path::to_path_buf)
             .or_else(|| a.local_base())
             .ok_or_else(|| {
-                Error::model(
-                    dir,
+                Error::invalid(
+                    "base",
                     format!(
-                        "is a LoRA adapter for base {:?}, which is not a local folder: give the base",
+                        "{} is a LoRA adapter for base {:?}, which is not a local folder: give the base checkpoint's folder",
+                        dir.display(),
                         a.info.base_name
                     ),
                 )
             })?,
     };
-    let config = checkpoint::read_config(&ckpt)?;
+    let mut config = checkpoint::read_config(&ckpt)?;
     let tok_dir = match &adapter {
         Some(a) if a.info.dir.join(checkpoint::TOKENIZER).is_file() => a.info.dir.clone(),
         _ => ckpt.clone(),
     };
     let tok = checkpoint::read_tokenizer(&tok_dir)?;
-    let declared = detect_style(config.prompt_style.as_deref(), &tok);
-    if declared == PromptStyle::Compact
-        && adapter.is_none()
-        && tok.vocab().len() != config.vocab_size
-    {
-        return Err(Error::model(
-            tok_dir.join(checkpoint::TOKENIZER),
-            format!(
-                "has {} tokens but config.json says vocab_size {}",
-                tok.vocab().len(),
-                config.vocab_size
-            ),
-        ));
-    }
-    let mut params = 0usize;
-    let mut found: std::collections::HashMap<String, Vec<usize>> = Default::default();
+    let mut found: HashMap<String, Vec<usize>> = HashMap::new();
     for file in weights::weight_files(&ckpt)? {
         let bytes = std::fs::File::open(&file).map_err(|e| Error::io(&file, e))?;
         // SAFETY: read-only mapping used for the header only (see weights::map_file).
@@ -86,14 +75,17 @@ pub fn summarize(dir: &Path, base: Option<&Path>) -> Result<CheckpointSummary> {
         let st = SafeTensors::deserialize(&map)
             .map_err(|e| Error::model(&file, format!("corrupt safetensors: {e}")))?;
         for (name, v) in st.tensors() {
-            params += v.shape().iter().product::<usize>();
             found.insert(name, v.shape().to_vec());
         }
     }
+    if adapter.is_none() {
+        check_tokenizer_fits(&config, &tok, &tok_dir, false)?;
+    }
     // The headers must hold what config.json implies (the weights themselves are not read).
-    for (name, shape) in super::tensor_shapes(&config) {
-        match found.get(&name) {
-            Some(s) if *s == shape => {}
+    let expected = super::tensor_shapes(&config);
+    for (name, shape) in &expected {
+        match found.get(name) {
+            Some(s) if s == shape => {}
             Some(s) => {
                 return Err(Error::model(
                     &ckpt,
@@ -110,6 +102,23 @@ pub fn summarize(dir: &Path, base: Option<&Path>) -> Result<CheckpointSummary> {
             }
         }
     }
+    if let Some(a) = &adapter {
+        let plan = a.plan(&ckpt, config.tie_word_embeddings, &|n| {
+            found.get(n).cloned()
+        })?;
+        if let Some(v) = plan.vocab {
+            config.vocab_size = v;
+        }
+        if plan.untie {
+            config.tie_word_embeddings = false;
+        }
+    }
+    let style = check_tokenizer_fits(&config, &tok, &tok_dir, adapter.is_some())?;
+    let tokens = tok.vocab().len();
+    let params = super::tensor_shapes(&config)
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum();
     let mut codes_per_level = [0; ID_LEN];
     let mut lo_hi: Option<(u32, u32)> = None;
     for (id, t) in tok.vocab().iter().enumerate() {
@@ -123,17 +132,48 @@ pub fn summarize(dir: &Path, base: Option<&Path>) -> Result<CheckpointSummary> {
         dir: dir.to_path_buf(),
         base: adapter.as_ref().map(|_| ckpt.clone()),
         stored: weights::stored_dtype(&ckpt)?,
-        style: detect_style(config.prompt_style.as_deref(), &tok),
+        style,
         style_declared: config.prompt_style.is_some(),
         config,
         params,
         tokenizer: tok.kind.clone(),
-        tokens: tok.vocab().len(),
+        tokens,
         codes_per_level,
         code_ids: lo_hi,
         adapter_rows: adapter.as_ref().and_then(|a| a.saved_embedding_rows()),
         adapter: adapter.map(|a| a.info),
     })
+}
+
+/// The tokenizer must fit the embedding: exactly for compact vocabularies, within it otherwise
+/// (LLM embeddings are often padded).
+fn check_tokenizer_fits(
+    config: &ModelConfig,
+    tok: &super::tokenizer::ModelTokenizer,
+    tok_dir: &Path,
+    adapter: bool,
+) -> Result<PromptStyle> {
+    let style = detect_style(config.prompt_style.as_deref(), tok);
+    let tokens = tok.vocab().len();
+    let fits = match style {
+        PromptStyle::Compact => tokens == config.vocab_size,
+        PromptStyle::Reference => tokens <= config.vocab_size,
+    };
+    if !fits {
+        let hint = if adapter {
+            ": the adapter adds tokens but saves no embed_tokens/lm_head rows for them; export them as README \"Your own model\" shows"
+        } else {
+            ""
+        };
+        return Err(Error::model(
+            tok_dir.join(checkpoint::TOKENIZER),
+            format!(
+                "has {tokens} tokens but the model's embedding has {} rows (config.json says vocab_size {}){hint}",
+                config.vocab_size, config.vocab_size
+            ),
+        ));
+    }
+    Ok(style)
 }
 
 impl fmt::Display for CheckpointSummary {

@@ -153,6 +153,14 @@ impl ModelTokenizer {
             .map_err(|e| format!("cannot encode the prompt: {e}"))
     }
 
+    /// Encodes `text` without special tokens.
+    pub fn encode_plain(&self, text: &str) -> std::result::Result<Vec<u32>, String> {
+        self.inner
+            .encode(text, false)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| format!("cannot encode {text:?}: {e}"))
+    }
+
     /// The JSON of the tokenizer, for writing it back.
     pub fn to_json(&self) -> std::result::Result<String, String> {
         self.inner.to_string(false).map_err(|e| e.to_string())
