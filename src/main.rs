@@ -35,6 +35,13 @@ enum Command {
     /// Print a user's history and top-K recommendations.
     Recommend(RecommendArgs),
     /// Measure target-only vs speculative decoding on test users.
+    ///
+    /// WS (walltime speedup) of a user = target-only beam search ms / speculative ms, same
+    /// device, same process; reported as the ratio of totals and the mean of per-user ratios.
+    /// AS (accepted steps) = drafted steps accepted per user over all its rounds (0..=3).
+    /// Per-depth acceptance at drafted depth d = rounds that accepted d / rounds that examined d
+    /// (a round examines its accepted depths and the first one it rejects).
+    #[command(verbatim_doc_comment)]
     Bench(BenchArgs),
     /// Summarise a dataset folder or a checkpoint folder.
     Inspect {
