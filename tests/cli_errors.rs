@@ -666,6 +666,56 @@ fn replay_of_missing_or_malformed_session() {
     fails(atspeed().arg("replay").arg(dir.path()), &[&s(dir.path())]);
 }
 
+/// Issue 12: sessions were checked for their JSON shape and version only; an out-of-range
+/// parent panicked the explorer and absurd counts froze or aborted it. Replay now refuses them
+/// before touching the terminal, with one line naming the file and the field.
+#[test]
+fn replay_of_session_with_bad_indices_or_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("sessions/strict-demo.json");
+    let good: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(shipped).unwrap()).unwrap();
+    let cases: [(&str, &str, serde_json::Value, &str); 4] = [
+        (
+            "parent.json",
+            "nodes",
+            serde_json::json!(99),
+            "users[0].run.trace.rounds[0].nodes[47].parent: 99 is out of range",
+        ),
+        (
+            "accepted.json",
+            "accepted",
+            serde_json::json!(1_000_000_000u64),
+            "users[0].run.trace.rounds[0].accepted: 1000000000 is more than",
+        ),
+        (
+            "drafted.json",
+            "drafted",
+            serde_json::json!(u64::MAX),
+            "users[0].run.trace.rounds[0].drafted: 18446744073709551615 is more than",
+        ),
+        (
+            "depth.json",
+            "target_step",
+            serde_json::json!(9),
+            "users[0].run.trace.rounds[0].target_step.depth: 9",
+        ),
+    ];
+    for (name, field, value, needle) in cases {
+        let mut v = good.clone();
+        let round = &mut v["users"][0]["run"]["trace"]["rounds"][0];
+        match field {
+            "nodes" => round["nodes"][47]["parent"] = value,
+            "target_step" => round["target_step"]["depth"] = value,
+            f => round[f] = value,
+        }
+        let path = dir.path().join(name);
+        std::fs::write(&path, v.to_string()).unwrap();
+        let err = fails(atspeed().arg("replay").arg(&path), &[&s(&path), needle]);
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Happy path
 

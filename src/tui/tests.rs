@@ -495,3 +495,54 @@ fn tab_on_a_small_screen_switches_groups_and_focus() {
     act(&mut app, &[Action::SelectTab(Tab::Results)]);
     assert_eq!(app.ui.focus, PanelId::Recs);
 }
+
+/// Issue 12: titles, tokens and messages come from files. No control character (an escape
+/// sequence that would drive the terminal) reaches a cell of the screen, whichever panel shows it.
+#[test]
+fn control_characters_from_files_never_reach_the_screen() {
+    let evil = "Soap\u{1b}]0;pwned\u{7}\u{1b}[2J\r\u{9b}31m";
+    let mut app = explored();
+    app.header.dataset = evil.into();
+    app.header.device = evil.into();
+    app.replay = Some(evil.into());
+    app.status = evil.into();
+    app.narration.push(evil.into());
+    for u in &mut app.users {
+        for h in &mut u.history {
+            h.title = evil.into();
+            h.ident = evil.into();
+        }
+        for t in &mut u.truth {
+            t.titles = vec![evil.into()];
+        }
+    }
+    if let Some(c) = &mut app.current {
+        for titles in c.run.titles.values_mut() {
+            *titles = vec![evil.into()];
+        }
+    }
+    update(&mut app, Action::RunToEnd);
+    for (w, h) in [(120, 40), (80, 24), (40, 10)] {
+        update(
+            &mut app,
+            Action::Resize {
+                width: w,
+                height: h,
+            },
+        );
+        let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
+        term.draw(|f| super::render(&mut app, f)).unwrap();
+        for cell in term.backend().buffer().content.iter() {
+            assert!(
+                !cell.symbol().contains(char::is_control),
+                "{:?} on screen at {w}x{h}",
+                cell.symbol()
+            );
+        }
+    }
+    // Cells written around the spans (as the log widget does) are scrubbed too.
+    let mut buf = ratatui::buffer::Buffer::empty(ratatui::layout::Rect::new(0, 0, 3, 1));
+    buf[(1, 0)].set_symbol("\u{1b}");
+    super::view::scrub(&mut buf);
+    assert_eq!(buf[(1, 0)].symbol(), "\u{FFFD}");
+}
