@@ -9,6 +9,15 @@ use crate::{Error, Result};
 /// Writes `bytes` to `path` atomically, creating the folder if needed. The file is readable by
 /// everyone (0644), like any file a user would write, not private like a temporary file.
 pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_with(path, bytes, true)
+}
+
+/// Like [`write`], but never replaces an existing file: that is an error naming it.
+pub fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_with(path, bytes, false)
+}
+
+fn write_with(path: &Path, bytes: &[u8], replace: bool) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -26,6 +35,11 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
             .set_permissions(perms)
             .map_err(|e| Error::io(path, e))?;
     }
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    if replace {
+        tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    } else {
+        tmp.persist_noclobber(path)
+            .map_err(|e| Error::io(path, e.error))?;
+    }
     Ok(())
 }

@@ -368,10 +368,17 @@ fn main() -> ExitCode {
     }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", cli_message(&e));
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<atspeed::Error>() {
+            // Stopped by a signal after restoring the terminal: the shell's convention
+            // (128 + signal), and no message.
+            Some(atspeed::Error::Interrupted(sig)) => {
+                ExitCode::from(u8::try_from(128 + sig).unwrap_or(u8::MAX))
+            }
+            _ => {
+                eprintln!("error: {}", cli_message(&e));
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

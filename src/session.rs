@@ -250,6 +250,13 @@ impl Session {
         Ok(())
     }
 
+    /// Like [`Session::save`], but refuses to replace an existing file.
+    pub fn save_new(&self, path: &Path) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self)
+            .map_err(|e| Error::data(path, format!("cannot serialise session: {e}")))?;
+        crate::atomic::write_new(path, &json)
+    }
+
     /// Reads a session, checking the version before the rest so an old or foreign file gets a
     /// message about the version rather than about some missing field, then every index and
     /// count ([`Session::validate`]). Any error names the file.
