@@ -12,6 +12,11 @@ use crate::data::Dataset;
 use crate::model::{checkpoint, Llm};
 use crate::{Error, Result};
 
+/// Checks an output path before any work (see [`crate::atomic`]'s rules): an existing model
+/// folder is replaced only with `force`, a folder of other things never; an existing file only
+/// with `force`.
+pub use crate::atomic::{check_out_dir, check_out_file};
+
 /// Where and in which dtype models run.
 #[derive(Clone, Debug)]
 pub struct Placement {

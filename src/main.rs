@@ -12,7 +12,7 @@ use atspeed::decode::{DecodeParams, Mode};
 use atspeed::device::label;
 use atspeed::eval::bench::{run_bench, BenchConfig};
 use atspeed::load::{load_model, Placement};
-use atspeed::model::{checkpoint, LlamaConfig, Llm};
+use atspeed::model::{checkpoint, Llm};
 
 #[derive(Parser)]
 #[command(
@@ -63,12 +63,26 @@ enum TrainCommand {
     Target(TrainTargetArgs),
 }
 
+/// A count that must be at least 1 (a size, a number of epochs): 0 is a usage error.
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+}
+
+/// A standard deviation: a finite number above 0.
+fn positive_std(s: &str) -> std::result::Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(v) => Err(format!("{v} is not a positive finite standard deviation")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Optimisation flags shared by `train target` and `align`.
 #[derive(Args)]
 struct OptimArgs {
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one())]
     epochs: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one())]
     batch_size: Option<usize>,
     /// Peak learning rate.
     #[arg(long)]
@@ -93,6 +107,9 @@ struct OptimArgs {
     /// Continue from OUT/last if a previous run left its state there.
     #[arg(long)]
     resume: bool,
+    /// Replace a model already in OUT (without it, an existing model is never overwritten).
+    #[arg(long)]
+    force: bool,
     #[arg(long)]
     seed: Option<u64>,
     /// cpu, cuda or cuda:N.
@@ -103,13 +120,13 @@ struct OptimArgs {
 /// Model shape flags shared by `train target` and `align`; each overrides the trainer's default.
 #[derive(Args)]
 struct ShapeArgs {
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one())]
     layers: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one())]
     hidden: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one())]
     heads: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one())]
     kv_heads: Option<usize>,
 }
 
@@ -159,6 +176,9 @@ struct TeacherArgs {
     max_samples: Option<usize>,
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Replace an existing OUT file.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -324,16 +344,16 @@ struct NewModelArgs {
     /// Dataset whose vocabulary the model covers.
     #[arg(long, default_value_os_t = default_asset("beauty"))]
     data: PathBuf,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = at_least_one())]
     layers: usize,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = at_least_one())]
     hidden: usize,
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = at_least_one())]
     heads: usize,
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one())]
     kv_heads: Option<usize>,
     /// Standard deviation of the normal initialisation (Hugging Face: 0.02).
-    #[arg(long, default_value_t = 0.02)]
+    #[arg(long, default_value_t = 0.02, value_parser = positive_std, allow_negative_numbers = true)]
     std: f32,
     #[arg(long, default_value_t = 7)]
     seed: u64,
@@ -342,6 +362,9 @@ struct NewModelArgs {
     dtype: String,
     #[arg(long)]
     out: PathBuf,
+    /// Replace a model already in OUT.
+    #[arg(long)]
+    force: bool,
 }
 
 /// `assets/NAME` in the working directory, else in the source tree the binary was built from.
@@ -403,15 +426,30 @@ const FLAGS: &[(&str, &str)] = &[
     ("resume", "--resume"),
     ("batch_size", "--batch-size"),
     ("epochs", "--epochs"),
+    ("lr", "--lr"),
     ("out", "--out"),
+    ("force", "--force"),
+    ("layers", "--layers"),
+    ("hidden", "--hidden"),
+    ("heads", "--heads"),
+    ("kv_heads", "--kv-heads"),
+    ("std", "--std"),
+    ("max_n", "--max-n"),
+    ("warmup", "--warmup"),
 ];
 
-/// The error as one line, with a library parameter named by its command-line flag.
+/// The error as one line, with a library parameter named by its command-line flag, both where
+/// the error is about it and where its message mentions it in backquotes (`force`).
 fn cli_message(e: &anyhow::Error) -> String {
     if let Some(atspeed::Error::Invalid { what, msg }) = e.downcast_ref::<atspeed::Error>() {
-        if let Some((_, flag)) = FLAGS.iter().find(|(p, _)| p == what) {
-            return format!("{flag}: {msg}");
+        let mut msg = msg.clone();
+        for (p, flag) in FLAGS {
+            msg = msg.replace(&format!("`{p}`"), flag);
         }
+        return match FLAGS.iter().find(|(p, _)| p == what) {
+            Some((_, flag)) => format!("{flag}: {msg}"),
+            None => format!("{what}: {msg}"),
+        };
     }
     format!("{e:#}")
 }
@@ -605,10 +643,11 @@ fn inspect(dir: &Path) -> Result<()> {
 }
 
 fn new_model(a: NewModelArgs) -> Result<()> {
+    atspeed::load::check_out_dir(&a.out, a.force)?;
+    let dtype = checkpoint::parse_dtype(&a.dtype)?;
     let data = Dataset::load(&a.data)?;
     let kv = a.kv_heads.unwrap_or(a.heads);
-    let cfg = LlamaConfig::compact(data.vocab.len(), a.layers, a.hidden, a.heads, kv);
-    let dtype = checkpoint::parse_dtype(&a.dtype)?;
+    let cfg = atspeed::model::compact_config(data.vocab.len(), a.layers, a.hidden, a.heads, kv)?;
     let m = Llm::random(
         &cfg,
         data.vocab.tokens().to_vec(),
@@ -666,6 +705,7 @@ impl OptimArgs {
         set(&mut o.seed, self.seed);
         o.max_steps = self.max_steps.or(o.max_steps);
         o.resume |= self.resume;
+        o.force |= self.force;
     }
 
     /// Overrides the sample selection (fields of the trainer's own config) with the flags given.
@@ -705,6 +745,7 @@ fn train_target(a: TrainTargetArgs) -> Result<()> {
 }
 
 fn teacher(a: TeacherArgs) -> Result<()> {
+    atspeed::load::check_out_file(&a.out, a.force)?;
     let at = Placement::parse(&a.device, "f32")?;
     let data = Dataset::load(&a.data)?;
     let target = load_model(&a.target, &data, &at)?;
