@@ -83,8 +83,8 @@ pub fn load_model(dir: &Path, data: &Dataset, at: &Placement) -> Result<Llm> {
     Ok(m)
 }
 
-/// A name and a folder from `NAME=DIR`, or from a bare `DIR` (named after its last component).
-/// An empty name or folder is an error naming `what`.
+/// A name and a path from `NAME=PATH`, or from a bare `PATH` (named after its last component).
+/// An empty name or path is an error naming `what`.
 pub fn parse_named(spec: &str, what: &str) -> Result<(String, PathBuf)> {
     let (name, path) = match spec.split_once('=') {
         Some((n, d)) => (n.trim().to_string(), PathBuf::from(d)),
@@ -101,7 +101,7 @@ pub fn parse_named(spec: &str, what: &str) -> Result<(String, PathBuf)> {
         return Err(Error::invalid(
             what,
             format!(
-                "{} is not NAME=DIR with a non-empty name and folder",
+                "{} is not NAME=PATH with a non-empty name and path",
                 crate::text::quoted(spec, 60)
             ),
         ));

@@ -296,7 +296,7 @@ impl Session {
 
 /// Reads a UTF-8 file of at most `max` bytes, refusing a larger one (or an endless device)
 /// without reading it all.
-fn read_bounded(path: &Path, max: u64) -> Result<String> {
+pub(crate) fn read_bounded(path: &Path, max: u64) -> Result<String> {
     use std::io::Read;
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut text = String::new();
@@ -306,7 +306,7 @@ fn read_bounded(path: &Path, max: u64) -> Result<String> {
     if text.len() as u64 > max {
         return Err(Error::data(
             path,
-            format!("larger than {} MB: not a session file", max >> 20),
+            format!("larger than {} MB: not a file this program wrote", max >> 20),
         ));
     }
     Ok(text)

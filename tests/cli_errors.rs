@@ -1305,3 +1305,19 @@ fn untrusted_text_is_neither_obeyed_nor_echoed_whole() {
     );
     assert!(err.len() < 1000, "{} bytes of error", err.len());
 }
+
+/// Found while testing issue 12: `report NAME=/dev/zero` read forever. Input files this program
+/// wrote itself are read with a size bound.
+#[test]
+fn report_of_an_endless_file_is_refused() {
+    let started = std::time::Instant::now();
+    fails(
+        atspeed().arg("report").arg("x=/dev/zero"),
+        &["/dev/zero", "larger than"],
+    );
+    fails(
+        atspeed().arg("replay").arg("/dev/zero"),
+        &["/dev/zero", "larger than"],
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}
