@@ -306,7 +306,10 @@ pub(crate) fn read_bounded(path: &Path, max: u64) -> Result<String> {
     if text.len() as u64 > max {
         return Err(Error::data(
             path,
-            format!("larger than {} MB: not a file this program wrote", max >> 20),
+            format!(
+                "larger than {} MB: not a file this program wrote",
+                max >> 20
+            ),
         ));
     }
     Ok(text)

@@ -22,6 +22,10 @@ struct OnPty {
 
 impl OnPty {
     fn spawn(cwd: &Path, args: &[&str], env: &[(&str, &Path)]) -> OnPty {
+        Self::spawn_program(env!("CARGO_BIN_EXE_atspeed"), cwd, args, env)
+    }
+
+    fn spawn_program(program: &str, cwd: &Path, args: &[&str], env: &[(&str, &Path)]) -> OnPty {
         let (mut m, mut s) = (0, 0);
         let ws = libc::winsize {
             ws_row: 40,
@@ -40,7 +44,7 @@ impl OnPty {
             let fl = libc::fcntl(m, libc::F_GETFL);
             libc::fcntl(m, libc::F_SETFL, fl | libc::O_NONBLOCK);
         }
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_atspeed"));
+        let mut cmd = Command::new(program);
         cmd.args(args)
             .current_dir(cwd)
             .env("TERM", "xterm-256color")
@@ -191,6 +195,73 @@ fn signals_restore_the_terminal_and_exit_128_plus_signal() {
         let text = String::from_utf8_lossy(out);
         assert!(!text.contains("panicked"), "{name}: {text}");
     }
+}
+
+/// Issue 12's reproduction: `timeout` sends SIGTERM. With `--foreground` the explorer runs and
+/// is stopped cleanly; without it `timeout` starts the explorer outside the terminal's foreground
+/// group, where setting raw mode stops the process for good: it now says so and exits instead.
+#[test]
+fn under_timeout_the_explorer_stops_cleanly_or_says_why_not() {
+    if Command::new("timeout").arg("--version").output().is_err() {
+        eprintln!("no `timeout` here: skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_atspeed");
+    let mut p = OnPty::spawn_program(
+        "timeout",
+        dir.path(),
+        &["--foreground", "2", bin, "tui", "--demo"],
+        &[],
+    );
+    p.wait_for(ENTER_ALT, 0, 20);
+    assert_eq!(p.exit_code(20), Some(124), "timeout's own status");
+    let tail = &p.out[rfind(&p.out, ENTER_ALT).unwrap()..];
+    for seq in [LEAVE_ALT, MOUSE_OFF, SHOW_CURSOR] {
+        assert!(
+            find(tail, seq).is_some(),
+            "{}",
+            String::from_utf8_lossy(&p.out)
+        );
+    }
+    assert!(p.cooked());
+
+    // From a shell, as a user types it (here the shell leads the session, so `timeout` can
+    // move itself and the explorer into a group of their own).
+    let line = format!("timeout 5 {bin} tui --demo");
+    let mut p = OnPty::spawn_program("sh", dir.path(), &["-c", &line], &[]);
+    assert_eq!(p.exit_code(20), Some(1));
+    let text = String::from_utf8_lossy(&p.out);
+    assert!(text.contains("foreground"), "{text}");
+    assert!(find(&p.out, ENTER_ALT).is_none(), "{text}");
+    assert!(p.cooked());
+}
+
+/// Issue 12: an abort (an allocation failure) left the terminal in the alternate screen. It
+/// unwinds nothing, so a SIGABRT handler restores the terminal before the process dies.
+#[test]
+fn an_abort_restores_the_terminal_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = OnPty::spawn(dir.path(), &["tui", "--demo"], &[]);
+    p.wait_for(ENTER_ALT, 0, 20);
+    p.wait_for(b"atspeed", 0, 20);
+    assert!(!p.cooked());
+    // SAFETY: signalling our own child by its id.
+    unsafe { libc::kill(p.child.id() as i32, libc::SIGABRT) };
+    let _ = p.exit_code(10);
+    use std::os::unix::process::ExitStatusExt;
+    let status = p.child.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}");
+    let tail = &p.out[rfind(&p.out, ENTER_ALT).unwrap()..];
+    for seq in [LEAVE_ALT, MOUSE_OFF, SHOW_CURSOR] {
+        assert!(
+            find(tail, seq).is_some(),
+            "{:?} missing; output:\n{}",
+            String::from_utf8_lossy(seq),
+            String::from_utf8_lossy(&p.out)
+        );
+    }
+    assert!(p.cooked(), "raw mode left on");
 }
 
 /// Issue 12: with `sessions/` not writable a recording was dropped without a word. On a real

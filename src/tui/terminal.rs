@@ -54,17 +54,92 @@ pub fn restore_terminal() {
 }
 
 /// Restores the terminal when dropped, so every exit path (return, `?`, unwinding) leaves a usable
-/// shell behind.
-struct TerminalGuard;
+/// shell behind. An abort (which unwinds nothing) is covered by a SIGABRT handler.
+struct TerminalGuard {
+    on_abort: Option<signal_hook::SigId>,
+}
+
+/// What the mouse, cursor and screen modes are undone with (crossterm's `DisableMouseCapture`,
+/// `Show` and `LeaveAlternateScreen`), as plain bytes a signal handler can write.
+const RESTORE_BYTES: &[u8] =
+    b"\x1b[?1006l\x1b[?1015l\x1b[?1003l\x1b[?1002l\x1b[?1000l\x1b[?25h\x1b[?1049l";
+
+/// The descriptor crossterm puts in raw mode: stdin when it is a terminal, else `/dev/tty`
+/// (opened once and kept for the process's lifetime); `None` without a terminal.
+fn tty_fd() -> Option<i32> {
+    // SAFETY: plain libc calls on descriptors we check.
+    let fd = unsafe {
+        if libc::isatty(libc::STDIN_FILENO) == 1 {
+            libc::STDIN_FILENO
+        } else {
+            libc::open(c"/dev/tty".as_ptr(), libc::O_RDWR)
+        }
+    };
+    (fd >= 0).then_some(fd)
+}
+
+/// A process outside the terminal's foreground process group is stopped (SIGTTOU) as soon as it
+/// sets raw mode, and stays stopped even through SIGTERM: that is what `timeout` without
+/// `--foreground` does to a program it starts. Refuse instead of hanging.
+fn check_foreground(fd: i32) -> Result<()> {
+    // SAFETY: plain libc queries.
+    let (fg, mine) = unsafe { (libc::tcgetpgrp(fd), libc::getpgrp()) };
+    if fg >= 0 && fg != mine {
+        return Err(Error::Terminal(
+            "the explorer is not in the terminal's foreground process group, where it could \
+             not take the keyboard (under `timeout`, use `timeout --foreground`)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// On SIGABRT (an allocation failure, `abort()`), which unwinds nothing, restores the terminal
+/// from inside the handler, with async-signal-safe calls only: the settings saved now (before
+/// raw mode) and the bytes of [`RESTORE_BYTES`]. The process then aborts as it would have.
+fn restore_on_abort(fd: i32) -> Option<signal_hook::SigId> {
+    // SAFETY: tcgetattr fills a termios we own.
+    let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+    if unsafe { libc::tcgetattr(fd, &mut saved) } != 0 {
+        return None;
+    }
+    let handler = move || {
+        // SAFETY: write(2), tcsetattr(3), signal(2) and raise(3) are async-signal-safe.
+        unsafe {
+            if ENTERED.swap(false, Ordering::SeqCst) {
+                libc::write(
+                    libc::STDOUT_FILENO,
+                    RESTORE_BYTES.as_ptr().cast(),
+                    RESTORE_BYTES.len(),
+                );
+                libc::tcsetattr(fd, libc::TCSANOW, &saved);
+            }
+            // Die of the signal as without this handler (abort() would re-raise it itself; a
+            // SIGABRT sent by kill would not).
+            libc::signal(libc::SIGABRT, libc::SIG_DFL);
+            libc::raise(libc::SIGABRT);
+        }
+    };
+    // SAFETY: the handler only uses an atomic and async-signal-safe calls.
+    unsafe { signal_hook::low_level::register(libc::SIGABRT, handler) }.ok()
+}
 
 impl TerminalGuard {
     fn enter() -> Result<(DefaultTerminal, TerminalGuard)> {
         // ratatui's `try_init` installs a hook that restores only raw mode and the screen; keep
         // the hook from before it and install ours (below) in its place.
+        let fd = tty_fd();
+        if let Some(fd) = fd {
+            check_foreground(fd)?;
+        }
         let original = std::panic::take_hook();
+        let on_abort = fd.and_then(restore_on_abort);
         let terminal = match ratatui::try_init() {
             Ok(t) => t,
             Err(e) => {
+                if let Some(id) = on_abort {
+                    signal_hook::low_level::unregister(id);
+                }
                 let _ = std::panic::take_hook();
                 std::panic::set_hook(original);
                 let _ = ratatui::try_restore();
@@ -74,7 +149,7 @@ impl TerminalGuard {
             }
         };
         ENTERED.store(true, Ordering::SeqCst);
-        let guard = TerminalGuard;
+        let guard = TerminalGuard { on_abort };
         install_panic_hook(original);
         execute!(stdout(), EnableMouseCapture)
             .map_err(|e| Error::Terminal(format!("cannot enable mouse capture: {e}")))?;
@@ -85,6 +160,9 @@ impl TerminalGuard {
 impl Drop for TerminalGuard {
     fn drop(&mut self) {
         restore_terminal();
+        if let Some(id) = self.on_abort.take() {
+            signal_hook::low_level::unregister(id);
+        }
     }
 }
 
