@@ -1321,3 +1321,61 @@ fn report_of_an_endless_file_is_refused() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
 }
+
+/// Counts from flags never size an allocation: users, warm-up and tuning users beyond the
+/// dataset take what there is, the tuner's widest N stops at the cap, a history beyond every
+/// user's takes the whole history, and a batch beyond the samples is all of them.
+#[test]
+fn huge_counts_from_flags_are_bounded_by_the_data() {
+    let setup = Setup::new();
+    let max = "18446744073709551615";
+    let mut c = atspeed();
+    c.arg("bench")
+        .arg("--data")
+        .arg(&setup.data)
+        .arg("--target")
+        .arg(&setup.model)
+        .arg("--draft")
+        .arg(&setup.model)
+        .args(["--users", max, "--warmup", max, "--k", "1", "--n", "2"]);
+    c.assert().success();
+    let mut c = atspeed();
+    c.arg("bench")
+        .arg("--data")
+        .arg(&setup.data)
+        .arg("--target")
+        .arg(&setup.model)
+        .arg("--draft")
+        .arg(&setup.model)
+        .args(["--users", "2", "--warmup", "0", "--k", "1", "--gamma", "1"])
+        .args(["--tune-n", max, "--max-n", max]);
+    c.assert().success();
+    recommend(&setup.data, &setup.model, &["--history", max])
+        .assert()
+        .success();
+    let mut c = atspeed();
+    c.args(["train", "target"])
+        .arg("--data")
+        .arg(&setup.data)
+        .arg("--out")
+        .arg(setup.path("t"))
+        .args([
+            "--layers",
+            "1",
+            "--hidden",
+            "16",
+            "--heads",
+            "2",
+            "--kv-heads",
+            "1",
+        ])
+        .args([
+            "--batch-size",
+            max,
+            "--max-steps",
+            "1",
+            "--valid-users",
+            "2",
+        ]);
+    c.assert().success();
+}
