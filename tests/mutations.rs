@@ -446,6 +446,7 @@ fn datasets(dir: &Path, cases: usize, progress: &Path) -> Summary {
     let model = Llm::load(&t.model, &Device::Cpu).unwrap();
     let work = dir.join("mutated");
     copy_into(&t.data, &work);
+    let mut last: Option<&str> = None;
     let files = [
         fixtures::INDEX,
         fixtures::TITLES,
@@ -458,11 +459,12 @@ fn datasets(dir: &Path, cases: usize, progress: &Path) -> Summary {
         cases,
         progress,
         |rng, _| {
-            // Every file back as it was, then one of them broken.
-            for f in files {
+            // The file the last case broke back as it was, then one broken.
+            if let Some(f) = last.take() {
                 std::fs::copy(t.data.join(f), work.join(f)).unwrap();
             }
             let f = files[rng.random_range(0..files.len())];
+            last = Some(f);
             let p = work.join(f);
             let text = std::fs::read(&p).unwrap();
             let what = if f.ends_with(".json") && rng.random_bool(0.7) {
