@@ -14,15 +14,15 @@ export CANDLE_NUM_THREADS=${CANDLE_NUM_THREADS:-1}
 common=(--data assets/beauty --target assets/models/target --init assets/models/sft --valid-users 300 --seed 11)
 
 # 1. Four epochs instead of one, on the reference's last-only samples.
-[ -f "$RUNS/teacher.bin" ] || $A teacher --data assets/beauty --target assets/models/target --k 20 --last-only --out "$RUNS/teacher.bin"
-$A align --method atspeed-s "${common[@]}" --teacher "$RUNS/teacher.bin" --out "$RUNS/atspeed-s-e4" \
+[ -f "$RUNS/teacher.bin" ] || $A teacher --force --data assets/beauty --target assets/models/target --k 20 --last-only --out "$RUNS/teacher.bin"
+$A align --force --method atspeed-s "${common[@]}" --teacher "$RUNS/teacher.bin" --out "$RUNS/atspeed-s-e4" \
   --epochs 4 --last-only --patience 2
 
 # 2. One epoch on 50,000 of the 102,858 sliding windows of the training split.
-$A teacher --data assets/beauty --target assets/models/target --k 20 --max-samples 50000 \
+$A teacher --force --data assets/beauty --target assets/models/target --k 20 --max-samples 50000 \
   --out "$RUNS/teacher-sliding50k.bin"
 for m in seqkd atspeed-s; do
-  $A align --method $m "${common[@]}" --teacher "$RUNS/teacher-sliding50k.bin" --out "$RUNS/$m-s50k" --epochs 1
+  $A align --force --method $m "${common[@]}" --teacher "$RUNS/teacher-sliding50k.bin" --out "$RUNS/$m-s50k" --epochs 1
 done
 
 for run in atspeed-s-e4 seqkd-s50k atspeed-s-s50k; do

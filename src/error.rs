@@ -36,6 +36,10 @@ pub enum Error {
     Failed(String),
     #[error("tensor error: {0}")]
     Candle(candle_core::Error),
+    /// Stopped by a signal (SIGTERM, SIGINT, SIGHUP) after cleaning up; the binary exits with
+    /// the conventional status 128 + the signal's number.
+    #[error("interrupted by signal {0}")]
+    Interrupted(i32),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

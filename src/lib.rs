@@ -4,7 +4,7 @@
 //! explorer (`tui`, behind the default `tui` feature), which only consumes the plain-data traces
 //! the decoder emits. `load` is how every entry point gets a dataset and checked models.
 
-mod atomic;
+pub mod atomic;
 pub mod data;
 pub mod decode;
 pub mod device;

@@ -14,6 +14,11 @@ use crate::model::{checkpoint, Llm, LoadOptions, PromptStyle};
 use crate::space::TokenSpace;
 use crate::{Error, Result};
 
+/// Checks an output path before any work (see [`crate::atomic`]'s rules): an existing model
+/// folder is replaced only with `force`, a folder of other things never; an existing file only
+/// with `force`.
+pub use crate::atomic::{check_out_dir, check_out_file};
+
 /// Where and in which dtype models run, and with which prompt style.
 #[derive(Clone, Debug)]
 pub struct Placement {
@@ -109,8 +114,8 @@ pub fn load_compact(dir: &Path, data: &Dataset, at: &Placement) -> Result<Llm> {
     Ok(m)
 }
 
-/// A name and a folder from `NAME=DIR`, or from a bare `DIR` (named after its last component).
-/// An empty name or folder is an error naming `what`.
+/// A name and a path from `NAME=PATH`, or from a bare `PATH` (named after its last component).
+/// An empty name or path is an error naming `what`.
 pub fn parse_named(spec: &str, what: &str) -> Result<(String, PathBuf)> {
     let (name, path) = match spec.split_once('=') {
         Some((n, d)) => (n.trim().to_string(), PathBuf::from(d)),
@@ -127,7 +132,7 @@ pub fn parse_named(spec: &str, what: &str) -> Result<(String, PathBuf)> {
         return Err(Error::invalid(
             what,
             format!(
-                "{} is not NAME=DIR with a non-empty name and folder",
+                "{} is not NAME=PATH with a non-empty name and path",
                 crate::text::quoted(spec, 60)
             ),
         ));

@@ -12,7 +12,7 @@ use atspeed::decode::{DecodeParams, Mode};
 use atspeed::device::label;
 use atspeed::eval::bench::{run_bench, BenchConfig};
 use atspeed::load::{load_compact, load_model, load_target, Placement};
-use atspeed::model::{checkpoint, Llm, ModelConfig};
+use atspeed::model::{checkpoint, Llm};
 use atspeed::space::TokenSpace;
 
 #[derive(Parser)]
@@ -79,12 +79,26 @@ enum TrainCommand {
     Target(TrainTargetArgs),
 }
 
+/// A count that must be at least 1 (a size, a number of epochs): 0 is a usage error.
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+}
+
+/// A standard deviation: a finite number above 0.
+fn positive_std(s: &str) -> std::result::Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(v) => Err(format!("{v} is not a positive finite standard deviation")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Optimisation flags shared by `train target` and `align`.
 #[derive(Args)]
 struct OptimArgs {
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one())]
     epochs: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one())]
     batch_size: Option<usize>,
     /// Peak learning rate.
     #[arg(long)]
@@ -109,6 +123,9 @@ struct OptimArgs {
     /// Continue from OUT/last if a previous run left its state there.
     #[arg(long)]
     resume: bool,
+    /// Replace a model already in OUT (without it, an existing model is never overwritten).
+    #[arg(long)]
+    force: bool,
     #[arg(long)]
     seed: Option<u64>,
     /// cpu, cuda or cuda:N.
@@ -119,13 +136,13 @@ struct OptimArgs {
 /// Model shape flags shared by `train target` and `align`; each overrides the trainer's default.
 #[derive(Args)]
 struct ShapeArgs {
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one())]
     layers: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one())]
     hidden: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one())]
     heads: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one())]
     kv_heads: Option<usize>,
 }
 
@@ -175,6 +192,9 @@ struct TeacherArgs {
     max_samples: Option<usize>,
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Replace an existing OUT file.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -352,19 +372,19 @@ struct NewModelArgs {
     /// Dataset whose vocabulary the model covers.
     #[arg(long, default_value_os_t = default_asset("beauty"))]
     data: PathBuf,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = at_least_one())]
     layers: usize,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = at_least_one())]
     hidden: usize,
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = at_least_one())]
     heads: usize,
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one())]
     kv_heads: Option<usize>,
     /// MLP width (default: 8/3 of hidden, rounded up to a multiple of 32).
     #[arg(long)]
     intermediate: Option<usize>,
     /// Standard deviation of the normal initialisation (Hugging Face: 0.02).
-    #[arg(long, default_value_t = 0.02)]
+    #[arg(long, default_value_t = 0.02, value_parser = positive_std, allow_negative_numbers = true)]
     std: f32,
     #[arg(long, default_value_t = 7)]
     seed: u64,
@@ -373,6 +393,9 @@ struct NewModelArgs {
     dtype: String,
     #[arg(long)]
     out: PathBuf,
+    /// Replace a model already in OUT.
+    #[arg(long)]
+    force: bool,
 }
 
 /// `assets/NAME` in the working directory, else in the source tree the binary was built from.
@@ -399,10 +422,17 @@ fn main() -> ExitCode {
     }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", cli_message(&e));
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<atspeed::Error>() {
+            // Stopped by a signal after restoring the terminal: the shell's convention
+            // (128 + signal), and no message.
+            Some(atspeed::Error::Interrupted(sig)) => {
+                ExitCode::from(u8::try_from(128 + sig).unwrap_or(u8::MAX))
+            }
+            _ => {
+                eprintln!("error: {}", cli_message(&e));
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -427,18 +457,32 @@ const FLAGS: &[(&str, &str)] = &[
     ("resume", "--resume"),
     ("batch_size", "--batch-size"),
     ("epochs", "--epochs"),
+    ("lr", "--lr"),
     ("out", "--out"),
     ("prompt", "--prompt"),
     ("base", "--target-base/--draft-base (inspect: --base)"),
+    ("force", "--force"),
+    ("layers", "--layers"),
+    ("hidden", "--hidden"),
+    ("heads", "--heads"),
+    ("kv_heads", "--kv-heads"),
     ("std", "--std"),
+    ("max_n", "--max-n"),
+    ("warmup", "--warmup"),
 ];
 
-/// The error as one line, with a library parameter named by its command-line flag.
+/// The error as one line, with a library parameter named by its command-line flag, both where
+/// the error is about it and where its message mentions it in backquotes (`force`).
 fn cli_message(e: &anyhow::Error) -> String {
     if let Some(atspeed::Error::Invalid { what, msg }) = e.downcast_ref::<atspeed::Error>() {
-        if let Some((_, flag)) = FLAGS.iter().find(|(p, _)| p == what) {
-            return format!("{flag}: {msg}");
+        let mut msg = msg.clone();
+        for (p, flag) in FLAGS {
+            msg = msg.replace(&format!("`{p}`"), flag);
         }
+        return match FLAGS.iter().find(|(p, _)| p == what) {
+            Some((_, flag)) => format!("{flag}: {msg}"),
+            None => format!("{what}: {msg}"),
+        };
     }
     format!("{e:#}")
 }
@@ -660,19 +704,28 @@ fn inspect(dir: &Path, base: Option<&Path>) -> Result<()> {
 }
 
 fn new_model(a: NewModelArgs) -> Result<()> {
+    atspeed::load::check_out_dir(&a.out, a.force)?;
+    let dtype = checkpoint::parse_dtype(&a.dtype)?;
     let data = Dataset::load(&a.data)?;
     let kv = a.kv_heads.unwrap_or(a.heads);
-    let mut cfg = ModelConfig::compact(data.vocab.len(), a.layers, a.hidden, a.heads, kv);
+    // Written tensor by tensor, so far larger than a model held in memory (a 7B shape in bf16).
+    let max = atspeed::model::random::MAX_PARAMS as u64;
+    let shape = [a.layers, a.hidden, a.heads, kv];
+    let mut cfg = atspeed::model::compact_config(data.vocab.len(), shape, max)?;
     set(&mut cfg.intermediate_size, a.intermediate);
-    let dtype = checkpoint::parse_dtype(&a.dtype)?;
-    let params = atspeed::model::random::write_random(
-        &cfg,
-        data.vocab.tokens(),
-        a.std,
-        a.seed,
-        dtype,
-        &a.out,
-    )?;
+    atspeed::model::check_new_shape(&cfg, max)?;
+    let mut params = 0;
+    atspeed::atomic::write_dir(&a.out, |tmp| {
+        params = atspeed::model::random::write_random(
+            &cfg,
+            data.vocab.tokens(),
+            a.std,
+            a.seed,
+            dtype,
+            tmp,
+        )?;
+        Ok(())
+    })?;
     println!(
         "wrote {}Lx{} {} ({}) to {}",
         cfg.num_hidden_layers,
@@ -732,6 +785,7 @@ impl OptimArgs {
         set(&mut o.seed, self.seed);
         o.max_steps = self.max_steps.or(o.max_steps);
         o.resume |= self.resume;
+        o.force |= self.force;
     }
 
     /// Overrides the sample selection (fields of the trainer's own config) with the flags given.
@@ -771,6 +825,7 @@ fn train_target(a: TrainTargetArgs) -> Result<()> {
 }
 
 fn teacher(a: TeacherArgs) -> Result<()> {
+    atspeed::load::check_out_file(&a.out, a.force)?;
     let at = Placement::parse(&a.device, "f32")?;
     let data = Dataset::load(&a.data)?;
     let target = load_compact(&a.target, &data, &at)?;

@@ -15,13 +15,19 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::decode::trace::{BeamView, DecodeTrace};
+use crate::decode::trace::{check_tokens, BeamView, DecodeTrace};
 use crate::decode::DecodeParams;
 use crate::eval::speed::UserSpeed;
+use crate::ids::{Vocab, ID_LEN};
 use crate::{Error, Result};
 
 /// The format version this build writes and the only one it reads.
 pub const SESSION_VERSION: u32 = 1;
+
+/// Largest session file read: the shipped ones are under 1 MB, a long recording a few tens.
+/// Anything bigger (or a device that never ends, such as `/dev/zero`) is refused before it is
+/// read into memory.
+pub const MAX_SESSION_BYTES: u64 = 256 << 20;
 
 /// One history item as displayed: its item id, title and identifier text (`<a_1><b_2>..`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -86,7 +92,72 @@ pub struct UserRun {
     pub titles: BTreeMap<String, Vec<String>>,
 }
 
+impl UserView {
+    /// Checks the ground-truth identifiers against a vocabulary of `vocab` ids. Errors name the
+    /// field relative to the view (`truth[1].tokens[3]: ...`).
+    pub fn validate(&self, vocab: usize) -> std::result::Result<(), String> {
+        for (i, t) in self.truth.iter().enumerate() {
+            let f = format!("truth[{i}].tokens");
+            if t.tokens.len() > ID_LEN {
+                return Err(format!(
+                    "{f}: {} tokens, more than an identifier's {ID_LEN}",
+                    t.tokens.len()
+                ));
+            }
+            check_tokens(&t.tokens, vocab).map_err(|e| format!("truth[{i}].{e}"))?;
+        }
+        Ok(())
+    }
+}
+
+impl Baseline {
+    /// Checks the baseline's beams, passes and time for beam size `k` over `vocab` ids.
+    pub fn validate(&self, k: usize, vocab: usize) -> std::result::Result<(), String> {
+        if self.beams.len() > k {
+            return Err(format!(
+                "beams: {} beams, more than K = {k}",
+                self.beams.len()
+            ));
+        }
+        for (i, b) in self.beams.iter().enumerate() {
+            b.validate(None, vocab)
+                .map_err(|e| format!("beams[{i}].{e}"))?;
+        }
+        // Target-only beam search runs one pass per identifier token.
+        if self.target_passes > ID_LEN {
+            return Err(format!(
+                "target_passes: {} is more than {ID_LEN} (one per identifier token)",
+                self.target_passes
+            ));
+        }
+        if !(self.time_ms.is_finite() && self.time_ms >= 0.0) {
+            return Err(format!(
+                "time_ms: {} is not a duration in milliseconds",
+                self.time_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl UserRun {
+    /// Checks the run's parameters, trace and baseline (see [`DecodeTrace::validate`]) against a
+    /// vocabulary of `vocab` ids. Errors name the field relative to the run.
+    pub fn validate(&self, vocab: usize) -> std::result::Result<(), String> {
+        if self.params.decode != self.trace.params {
+            return Err(format!(
+                "params: {:?} differ from the trace's {:?}",
+                self.params.decode, self.trace.params
+            ));
+        }
+        self.trace
+            .validate(vocab)
+            .map_err(|e| format!("trace.{e}"))?;
+        self.baseline
+            .validate(self.trace.params.k, vocab)
+            .map_err(|e| format!("baseline.{e}"))
+    }
+
     /// The speed metrics of this run (see [`crate::eval::speed`]).
     pub fn speed(&self, user: u32) -> UserSpeed {
         UserSpeed::new(
@@ -161,10 +232,40 @@ impl Session {
         crate::atomic::write(path, &json)
     }
 
+    /// Checks every index and count of every record against the trace it describes and the
+    /// header's vocabulary, so that the explorer can display anything that passes. The error
+    /// names the field, e.g. `users[3].run.trace.rounds[0].nodes[7].parent: 99 is out of range
+    /// (7 nodes)`.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let vocab = Vocab::from_tokens(self.header.vocab.clone())
+            .map_err(|e| format!("header.vocab: {e}"))?;
+        let v = vocab.len();
+        if self.users.is_empty() {
+            return Err("users: the session records no users".into());
+        }
+        for (i, r) in self.users.iter().enumerate() {
+            r.user
+                .validate(v)
+                .map_err(|e| format!("users[{i}].user.{e}"))?;
+            r.run
+                .validate(v)
+                .map_err(|e| format!("users[{i}].run.{e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Like [`Session::save`], but refuses to replace an existing file.
+    pub fn save_new(&self, path: &Path) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self)
+            .map_err(|e| Error::data(path, format!("cannot serialise session: {e}")))?;
+        crate::atomic::write_new(path, &json)
+    }
+
     /// Reads a session, checking the version before the rest so an old or foreign file gets a
-    /// message about the version rather than about some missing field.
+    /// message about the version rather than about some missing field, then every index and
+    /// count ([`Session::validate`]). Any error names the file.
     pub fn load(path: &Path) -> Result<Session> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = read_bounded(path, MAX_SESSION_BYTES)?;
         let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Parse {
             path: path.to_path_buf(),
             line: e.line(),
@@ -185,13 +286,37 @@ impl Session {
                 ))
             }
         }
-        let session: Session = serde_json::from_value(value)
-            .map_err(|e| Error::data(path, format!("malformed session: {e}")))?;
-        if session.users.is_empty() {
-            return Err(Error::data(path, "session records no users"));
-        }
+        drop(value);
+        // From the text rather than the value, so the error has a line and column.
+        let session: Session = serde_json::from_str(&text).map_err(|e| Error::Parse {
+            path: path.to_path_buf(),
+            line: e.line(),
+            msg: format!("malformed session: {e}"),
+        })?;
+        session.validate().map_err(|m| Error::data(path, m))?;
         Ok(session)
     }
+}
+
+/// Reads a UTF-8 file of at most `max` bytes, refusing a larger one (or an endless device)
+/// without reading it all.
+pub(crate) fn read_bounded(path: &Path, max: u64) -> Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut text = String::new();
+    file.take(max + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::io(path, e))?;
+    if text.len() as u64 > max {
+        return Err(Error::data(
+            path,
+            format!(
+                "larger than {} MB: not a file this program wrote",
+                max >> 20
+            ),
+        ));
+    }
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -277,6 +402,168 @@ mod tests {
         let again = s.users[0].clone();
         s.push(again);
         assert_eq!(s.users.len(), 1);
+    }
+
+    /// The shipped strict session as JSON, to break one field of it.
+    fn shipped() -> serde_json::Value {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("sessions/strict-demo.json");
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    /// Writes `v` and loads it: the error message, which must name the file.
+    fn load_error(v: &serde_json::Value) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.json");
+        std::fs::write(&path, v.to_string()).unwrap();
+        let e = Session::load(&path).unwrap_err().to_string();
+        assert!(e.starts_with(&path.display().to_string()), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+        e
+    }
+
+    #[test]
+    fn shipped_sessions_pass_validation() {
+        for name in ["strict-demo.json", "relaxed-demo.json"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("sessions")
+                .join(name);
+            Session::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        }
+        sample().validate().unwrap();
+    }
+
+    /// Issue 12: a node whose parent is out of range panicked the explorer's beam panel, and
+    /// absurd counts froze or aborted it. Every index and count is now checked on load, and the
+    /// error names the file and the field.
+    #[test]
+    fn session_indices_and_counts_are_validated_on_load() {
+        let round = |v: &mut serde_json::Value| -> *mut serde_json::Value {
+            &mut v["users"][0]["run"]["trace"]["rounds"][0] as *mut _
+        };
+        type Edit = fn(&mut serde_json::Value);
+        let cases: Vec<(Edit, &str)> = vec![
+            (
+                |r| r["nodes"][47]["parent"] = 99.into(),
+                "users[0].run.trace.rounds[0].nodes[47].parent: 99 is out of range (47 nodes before it)",
+            ),
+            (
+                |r| r["accepted"] = 1_000_000_000u64.into(),
+                "users[0].run.trace.rounds[0].accepted: 1000000000 is more than",
+            ),
+            (
+                |r| r["drafted"] = u64::MAX.into(),
+                "users[0].run.trace.rounds[0].drafted: 18446744073709551615 is more than",
+            ),
+            (
+                |r| r["nodes"][3]["root"] = 50.into(),
+                "rounds[0].nodes[3].root: 50 is out of range",
+            ),
+            (
+                |r| r["nodes"][0]["depth"] = 9.into(),
+                "rounds[0].nodes[0].depth: 9 is not in 1..=",
+            ),
+            (
+                |r| r["nodes"][2]["token"] = 100_000.into(),
+                "rounds[0].nodes[2].token: 100000 is not a token id",
+            ),
+            (
+                |r| r["target_step"]["depth"] = 7.into(),
+                "rounds[0].target_step.depth: 7 where",
+            ),
+            (
+                |r| r["target_step"]["drafted_node"][0] = 4000.into(),
+                "rounds[0].target_step.drafted_node[0]: 4000 is out of range",
+            ),
+            (
+                |r| {
+                    r["tree"]["mask_rows"].as_array_mut().unwrap().pop();
+                },
+                "rounds[0].tree.mask_rows: ",
+            ),
+            (
+                |r| r["tree"]["mask_rows"][1][0] = 777.into(),
+                "rounds[0].tree.mask_rows[1][0]: 777 is out of range",
+            ),
+            (
+                |r| {
+                    r["tree"]["positions"].as_array_mut().unwrap().pop();
+                },
+                "rounds[0].tree.positions: ",
+            ),
+            (
+                |r| {
+                    r["target_step"]["beams"][0]["tokens"]
+                        .as_array_mut()
+                        .unwrap()
+                        .push(4.into());
+                },
+                "rounds[0].target_step.beams[0].tokens: ",
+            ),
+            (
+                |r| r["round"] = 5.into(),
+                "rounds[0].round: 5 where 0 was expected",
+            ),
+            (
+                |r| r["times"]["verify_ms"] = (-1.0).into(),
+                "rounds[0].times.verify_ms: -1 is not a duration",
+            ),
+            (
+                |r| r["target_passes"] = u64::MAX.into(),
+                "rounds[0].target_passes: 18446744073709551615 is more than 1",
+            ),
+        ];
+        for (edit, want) in cases {
+            let mut v = shipped();
+            // SAFETY: the pointer is into `v`, alive and not otherwise borrowed here.
+            edit(unsafe { &mut *round(&mut v) });
+            let e = load_error(&v);
+            assert!(e.contains(want), "{e}\nwanted {want}");
+        }
+
+        let mut v = shipped();
+        v["users"][1]["run"]["trace"]["k"] = 1_000_000.into();
+        v["users"][1]["run"]["params"]["k"] = 1_000_000.into();
+        let e = load_error(&v);
+        assert!(
+            e.contains("users[1].run.trace.k: beam size K = 1000000"),
+            "{e}"
+        );
+
+        let mut v = shipped();
+        v["users"][2]["run"]["baseline"]["target_passes"] = u64::MAX.into();
+        let e = load_error(&v);
+        assert!(e.contains("users[2].run.baseline.target_passes: "), "{e}");
+
+        let mut v = shipped();
+        v["users"][1]["user"]["truth"][0]["tokens"][1] = 5000.into();
+        let e = load_error(&v);
+        assert!(e.contains("users[1].user.truth[0].tokens[1]: 5000"), "{e}");
+
+        let mut v = shipped();
+        v["header"]["vocab"][9] = "x".repeat(5_000_000).into();
+        let e = load_error(&v);
+        assert!(e.contains("header.vocab: token 9") && e.len() < 400, "{e}");
+
+        let mut v = shipped();
+        v["users"][0]["run"]["trace"]["rounds"] = serde_json::json!([]);
+        v["users"][0]["run"]["trace"]["beams"][0]["score"] = serde_json::json!(null);
+        let e = load_error(&v);
+        assert!(e.contains("malformed session") && e.contains("line"), "{e}");
+
+        let mut v = shipped();
+        v["users"] = serde_json::json!([]);
+        assert!(load_error(&v).contains("records no users"));
+    }
+
+    #[test]
+    fn endless_or_huge_files_are_refused_unread() {
+        let e = Session::load(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("/dev/zero: ") && e.contains("larger than"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -662,6 +662,56 @@ fn replay_of_missing_or_malformed_session() {
     fails(atspeed().arg("replay").arg(dir.path()), &[&s(dir.path())]);
 }
 
+/// Issue 12: sessions were checked for their JSON shape and version only; an out-of-range
+/// parent panicked the explorer and absurd counts froze or aborted it. Replay now refuses them
+/// before touching the terminal, with one line naming the file and the field.
+#[test]
+fn replay_of_session_with_bad_indices_or_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("sessions/strict-demo.json");
+    let good: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(shipped).unwrap()).unwrap();
+    let cases: [(&str, &str, serde_json::Value, &str); 4] = [
+        (
+            "parent.json",
+            "nodes",
+            serde_json::json!(99),
+            "users[0].run.trace.rounds[0].nodes[47].parent: 99 is out of range",
+        ),
+        (
+            "accepted.json",
+            "accepted",
+            serde_json::json!(1_000_000_000u64),
+            "users[0].run.trace.rounds[0].accepted: 1000000000 is more than",
+        ),
+        (
+            "drafted.json",
+            "drafted",
+            serde_json::json!(u64::MAX),
+            "users[0].run.trace.rounds[0].drafted: 18446744073709551615 is more than",
+        ),
+        (
+            "depth.json",
+            "target_step",
+            serde_json::json!(9),
+            "users[0].run.trace.rounds[0].target_step.depth: 9",
+        ),
+    ];
+    for (name, field, value, needle) in cases {
+        let mut v = good.clone();
+        let round = &mut v["users"][0]["run"]["trace"]["rounds"][0];
+        match field {
+            "nodes" => round["nodes"][47]["parent"] = value,
+            "target_step" => round["target_step"]["depth"] = value,
+            f => round[f] = value,
+        }
+        let path = dir.path().join(name);
+        std::fs::write(&path, v.to_string()).unwrap();
+        let err = fails(atspeed().arg("replay").arg(&path), &[&s(&path), needle]);
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Happy path
 
@@ -918,4 +968,411 @@ fn bench_tunes_the_drafted_width_per_k_on_validation_users() {
         &mut bench(&data, &setup.model, &setup.model, &["--tune-n", "2"]),
         &[&s(&data.join(VALID)), "nothing to tune"],
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 12: sizes, outputs and untrusted text
+
+/// `atspeed new-model` on the fixture dataset, writing to `out`, with `extra` and a tiny shape
+/// (for the shape flags `extra` does not give).
+fn new_model(data: &Path, out: &Path, extra: &[&str]) -> assert_cmd::Command {
+    let mut cmd = atspeed();
+    cmd.arg("new-model").arg("--data").arg(data);
+    for (flag, v) in [("--layers", "1"), ("--hidden", "16"), ("--heads", "2")] {
+        if !extra.contains(&flag) {
+            cmd.args([flag, v]);
+        }
+    }
+    cmd.arg("--out").arg(out).args(extra);
+    cmd
+}
+
+/// `recommend --k 100000` allocated 5 GB and aborted after 29 s; `--n` near u64::MAX never
+/// returned. Both are refused at once, naming the flag; the cap itself still decodes.
+#[test]
+fn oversized_beam_widths_are_refused_at_once() {
+    let setup = Setup::new();
+    let max = atspeed::decode::params::MAX_WIDTH.to_string();
+    let started = std::time::Instant::now();
+    fails(
+        &mut recommend(&setup.data, &setup.model, &["--k", "100000"]),
+        &["--k", "K = 100000", &max],
+    );
+    fails(
+        &mut recommend(
+            &setup.data,
+            &setup.model,
+            &["--draft", &s(&setup.model), "--n", "18446744073709551615"],
+        ),
+        &["--n", "18446744073709551615", &max],
+    );
+    fails(
+        &mut bench(&setup.data, &setup.model, &setup.model, &["--k", "5000"]),
+        &["--k", &max],
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    // The largest width allowed works (the tiny catalogue has fewer items than that).
+    recommend(
+        &setup.data,
+        &setup.model,
+        &["--draft", &s(&setup.model), "--k", &max, "--n", &max],
+    )
+    .assert()
+    .success();
+}
+
+/// `new-model --hidden 0` was accepted and every later use of the model panicked; `--std inf`
+/// panicked. Zero sizes and non-finite or negative deviations are usage errors; impossible or
+/// absurd shapes are refused before anything is allocated, and nothing is written.
+#[test]
+fn new_model_refuses_impossible_shapes() {
+    let setup = Setup::new();
+    let out = setup.path("m");
+    for (flag, value) in [
+        ("--hidden", "0"),
+        ("--layers", "0"),
+        ("--heads", "0"),
+        ("--kv-heads", "0"),
+        ("--std", "inf"),
+        ("--std", "NaN"),
+        ("--std", "-1"),
+        ("--std", "0"),
+    ] {
+        fails_with(
+            &mut new_model(&setup.data, &out, &[flag, value]),
+            2,
+            &[flag],
+        );
+        assert!(!out.exists(), "{flag} {value}");
+    }
+    for (extra, needles) in [
+        (
+            vec!["--hidden", "10", "--heads", "4"],
+            vec!["--hidden", "10"],
+        ),
+        (vec!["--kv-heads", "3"], vec!["--kv-heads", "3"]),
+        (
+            vec!["--layers", "1000000000"],
+            vec!["--layers", "1000000000", "more than"],
+        ),
+        (
+            vec!["--hidden", "18446744073709551615"],
+            vec!["--hidden", "more than"],
+        ),
+        (
+            vec!["--hidden", "65536", "--layers", "4096"],
+            vec!["model shape", "parameters"],
+        ),
+    ] {
+        fails(&mut new_model(&setup.data, &out, &extra), &needles);
+        assert!(!out.exists(), "{extra:?}");
+    }
+}
+
+/// `--out` overwrote an existing model without asking, and a model folder was not written as
+/// a whole. An existing model is refused unless `--force`; a folder of other files is never
+/// replaced; a replaced model holds only the new files.
+#[test]
+fn out_refuses_an_existing_model_unless_forced() {
+    let setup = Setup::new();
+    let out = setup.path("m");
+    new_model(&setup.data, &out, &["--seed", "1"])
+        .assert()
+        .success();
+    let weights = std::fs::read(out.join("model.safetensors")).unwrap();
+    std::fs::write(out.join("notes.txt"), "left by the user").unwrap();
+    fails(
+        &mut new_model(&setup.data, &out, &["--seed", "2"]),
+        &["--out", &s(&out), "already holds a model", "--force"],
+    );
+    assert_eq!(
+        std::fs::read(out.join("model.safetensors")).unwrap(),
+        weights
+    );
+    new_model(&setup.data, &out, &["--seed", "2", "--force"])
+        .assert()
+        .success();
+    assert_ne!(
+        std::fs::read(out.join("model.safetensors")).unwrap(),
+        weights
+    );
+    // Replaced as a whole: nothing of the old folder is left, and nothing beside it.
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["config.json", "model.safetensors", "tokenizer.json"]
+    );
+    let stray: Vec<_> = std::fs::read_dir(setup.root.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+
+    // A folder that holds something else is never replaced, even with --force.
+    let photos = setup.path("photos");
+    std::fs::create_dir(&photos).unwrap();
+    std::fs::write(photos.join("cat.jpg"), "meow").unwrap();
+    fails(
+        &mut new_model(&setup.data, &photos, &["--force"]),
+        &["--out", "holds no model"],
+    );
+    assert!(photos.join("cat.jpg").exists());
+
+    // The trainers refuse the same way, before any work.
+    for cmd in ["train", "align"] {
+        let mut c = atspeed();
+        match cmd {
+            "train" => c.args(["train", "target"]),
+            _ => c
+                .args(["align", "--method", "sft"])
+                .arg("--target")
+                .arg(&setup.model),
+        };
+        c.arg("--data").arg(&setup.data).arg("--out").arg(&out);
+        fails(&mut c, &["--out", "already holds a model", "--force"]);
+    }
+}
+
+/// `--epochs 0` said "model in OUT" and wrote no weights. Zero epochs (and a zero batch) are
+/// usage errors.
+#[test]
+fn zero_epochs_or_batch_is_a_usage_error() {
+    let setup = Setup::new();
+    let out = setup.path("t");
+    for (flag, value) in [("--epochs", "0"), ("--batch-size", "0")] {
+        let mut c = atspeed();
+        c.args(["train", "target"])
+            .arg("--data")
+            .arg(&setup.data)
+            .arg("--out")
+            .arg(&out)
+            .args([flag, value]);
+        fails_with(&mut c, 2, &[flag]);
+        let mut c = atspeed();
+        c.args(["align", "--method", "sft"])
+            .arg("--data")
+            .arg(&setup.data)
+            .arg("--target")
+            .arg(&setup.model)
+            .arg("--out")
+            .arg(&out)
+            .args([flag, value]);
+        fails_with(&mut c, 2, &[flag]);
+        assert!(!out.exists());
+    }
+}
+
+/// A teacher file whose header claimed 1e12 records aborted `align`. The header's counts are
+/// checked against the file's real length first.
+#[test]
+fn teacher_header_claiming_more_records_than_the_file_holds() {
+    let setup = Setup::new();
+    let ds = Dataset::load(&setup.data).unwrap();
+    let target = Llm::load(&setup.model, &Device::Cpu).unwrap();
+    let path = setup.path("teacher.bin");
+    atspeed::train::build_teacher(&target, &ds, 3, 20, true, None, &path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let nl = bytes.iter().position(|&b| b == b'\n').unwrap();
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[..nl]).unwrap();
+    for (field, value, needle) in [
+        (
+            "records",
+            serde_json::json!(1_000_000_000_000u64),
+            "claims 1000000000000 records",
+        ),
+        ("k", serde_json::json!(u64::MAX), "K = 18446744073709551615"),
+    ] {
+        let mut h = header.clone();
+        h[field] = value;
+        let mut file = serde_json::to_vec(&h).unwrap();
+        file.extend_from_slice(&bytes[nl..]);
+        let bad = setup.path(&format!("bad-{field}.bin"));
+        std::fs::write(&bad, file).unwrap();
+        let mut c = atspeed();
+        c.args(["align", "--method", "seqkd"])
+            .arg("--data")
+            .arg(&setup.data)
+            .arg("--target")
+            .arg(&setup.model)
+            .arg("--teacher")
+            .arg(&bad)
+            .arg("--out")
+            .arg(setup.path("d"));
+        fails(&mut c, &[&s(&bad), needle]);
+    }
+    // `teacher --out` does not replace an existing file without --force.
+    header["records"] = serde_json::json!(0);
+    let mut c = atspeed();
+    c.arg("teacher")
+        .arg("--data")
+        .arg(&setup.data)
+        .arg("--target")
+        .arg(&setup.model)
+        .arg("--out")
+        .arg(&path);
+    fails(&mut c, &["--out", &s(&path), "--force"]);
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+}
+
+/// `selftest --users 0` printed PASS: zero users is no evidence, refused before any check.
+#[test]
+fn selftest_with_zero_users_fails_without_pass() {
+    let setup = Setup::new();
+    let mut c = atspeed();
+    c.arg("selftest")
+        .arg("--data")
+        .arg(&setup.data)
+        .arg("--target")
+        .arg(&setup.model)
+        .arg("--draft")
+        .arg(&setup.model)
+        .args(["--users", "0", "--bench-users", "1"]);
+    let out = c.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("PASS") && !stdout.contains("passed"),
+        "{stdout}"
+    );
+    fails(&mut c, &["--users", "at least 1"]);
+}
+
+/// `--draft "=DIR"` was accepted with an empty name.
+#[test]
+fn draft_with_an_empty_name_is_refused() {
+    let setup = Setup::new();
+    for spec in [format!("={}", s(&setup.model)), "name=".to_string()] {
+        let mut c = atspeed();
+        c.arg("tui")
+            .arg("--data")
+            .arg(&setup.data)
+            .arg("--target")
+            .arg(&setup.model)
+            .arg("--draft")
+            .arg(&spec);
+        fails(&mut c, &["--draft", "non-empty name"]);
+    }
+}
+
+/// `recommend` printed raw escape sequences from titles.json, and a 5 MB bad token was echoed
+/// whole in the error.
+#[test]
+fn untrusted_text_is_neither_obeyed_nor_echoed_whole() {
+    let setup = Setup::new();
+    let data = setup.data_copy("evil_titles");
+    let titles: serde_json::Map<String, serde_json::Value> = (0..ITEMS)
+        .map(|i| {
+            (
+                i.to_string(),
+                serde_json::json!(format!("Soap {i}\u{1b}]0;pwned\u{7}\u{1b}[2J\r\u{9b}1m")),
+            )
+        })
+        .collect();
+    std::fs::write(data.join(TITLES), serde_json::to_string(&titles).unwrap()).unwrap();
+    let out = recommend(&data, &setup.model, &[]).assert().success();
+    let stdout = out.get_output().stdout.clone();
+    let text = String::from_utf8(stdout).unwrap();
+    assert!(text.contains("Soap"), "{text}");
+    assert!(
+        !text.chars().any(|c| c.is_control() && c != '\n'),
+        "control characters reach the terminal: {text:?}"
+    );
+
+    let data = setup.data_copy("huge_token");
+    let huge = "x".repeat(5_000_000);
+    edit_index(&data, |v| v["2"][1] = serde_json::json!(huge));
+    let err = fails(
+        &mut inspect(&data),
+        &[&s(&data.join(INDEX)), "more characters"],
+    );
+    assert!(err.len() < 1000, "{} bytes of error", err.len());
+    let data = setup.data_copy("huge_item");
+    replace_line(&data.join(TRAIN), 1, &format!("1 {huge}"));
+    let err = fails(
+        &mut inspect(&data),
+        &[&s(&data.join(TRAIN)), "more characters"],
+    );
+    assert!(err.len() < 1000, "{} bytes of error", err.len());
+}
+
+/// Found while testing issue 12: `report NAME=/dev/zero` read forever. Input files this program
+/// wrote itself are read with a size bound.
+#[test]
+fn report_of_an_endless_file_is_refused() {
+    let started = std::time::Instant::now();
+    fails(
+        atspeed().arg("report").arg("x=/dev/zero"),
+        &["/dev/zero", "larger than"],
+    );
+    fails(
+        atspeed().arg("replay").arg("/dev/zero"),
+        &["/dev/zero", "larger than"],
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}
+
+/// Counts from flags never size an allocation: users, warm-up and tuning users beyond the
+/// dataset take what there is, the tuner's widest N stops at the cap, a history beyond every
+/// user's takes the whole history, and a batch beyond the samples is all of them.
+#[test]
+fn huge_counts_from_flags_are_bounded_by_the_data() {
+    let setup = Setup::new();
+    let max = "18446744073709551615";
+    let mut c = atspeed();
+    c.arg("bench")
+        .arg("--data")
+        .arg(&setup.data)
+        .arg("--target")
+        .arg(&setup.model)
+        .arg("--draft")
+        .arg(&setup.model)
+        .args(["--users", max, "--warmup", max, "--k", "1", "--n", "2"]);
+    c.assert().success();
+    let mut c = atspeed();
+    c.arg("bench")
+        .arg("--data")
+        .arg(&setup.data)
+        .arg("--target")
+        .arg(&setup.model)
+        .arg("--draft")
+        .arg(&setup.model)
+        .args(["--users", "2", "--warmup", "0", "--k", "1", "--gamma", "1"])
+        .args(["--tune-n", max, "--max-n", max]);
+    c.assert().success();
+    recommend(&setup.data, &setup.model, &["--history", max])
+        .assert()
+        .success();
+    let mut c = atspeed();
+    c.args(["train", "target"])
+        .arg("--data")
+        .arg(&setup.data)
+        .arg("--out")
+        .arg(setup.path("t"))
+        .args([
+            "--layers",
+            "1",
+            "--hidden",
+            "16",
+            "--heads",
+            "2",
+            "--kv-heads",
+            "1",
+        ])
+        .args([
+            "--batch-size",
+            max,
+            "--max-steps",
+            "1",
+            "--valid-users",
+            "2",
+        ]);
+    c.assert().success();
 }

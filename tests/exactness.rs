@@ -84,6 +84,10 @@ fn cached_incremental_decoding_equals_full_recomputation() {
 /// Invariants every round's trace must satisfy, whatever the mode.
 fn check_trace(t: &atspeed::decode::DecodeTrace, prompt_len: usize) {
     use atspeed::decode::Verdict;
+    // What the decoder records always passes the checks a session file gets on load (issue 12),
+    // so validation never refuses a recording the explorer made.
+    t.validate(u32::MAX as usize)
+        .unwrap_or_else(|e| panic!("a real trace fails validation: {e}"));
     for r in &t.rounds {
         assert_eq!(
             r.target_step.depth,

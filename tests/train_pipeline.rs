@@ -336,3 +336,142 @@ fn mismatched_vocabularies_are_refused() {
         .to_string();
     assert!(err.starts_with("teacher:"), "{err}");
 }
+
+/// Issue 12: a model folder was not written as a whole (kill -9 during `align --out EXISTING`
+/// left a new config.json beside the old weights), and `--out` overwrote a model without asking.
+/// A run writes beside `out` and replaces it only when done; an existing model needs `force`;
+/// a run that fails leaves the old model exactly as it was, and its partial output for resume.
+#[test]
+fn an_existing_model_is_replaced_only_when_forced_and_only_when_done() {
+    let dev = Device::Cpu;
+    let (_d, data) = dataset(7);
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("target");
+    let cfg = TargetTrainConfig {
+        optim: OptimConfig {
+            max_steps: Some(2),
+            ..tiny_optim(1)
+        },
+        ..tiny_target_config()
+    };
+    train_target(&data, &cfg, &out, &dev).unwrap();
+    let snapshot = |dir: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut v = Vec::new();
+        for e in walk(dir) {
+            v.push((
+                e.strip_prefix(dir).unwrap().display().to_string(),
+                std::fs::read(&e).unwrap(),
+            ));
+        }
+        v.sort();
+        v
+    };
+    let before = snapshot(&out);
+    assert!(before.iter().any(|(n, _)| n == "config.json"));
+    assert!(before.iter().any(|(n, _)| n == REPORT_FILE));
+
+    // Without force: refused before any work.
+    let err = train_target(&data, &cfg, &out, &dev)
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("out: ") && err.contains("force"), "{err}");
+    let err = align_draft(
+        &Llm::load(&out, &dev).unwrap(),
+        None,
+        &data,
+        &AlignConfig {
+            optim: tiny_optim(1),
+            ..tiny_draft_config(AlignMethod::Sft)
+        },
+        &out,
+        &dev,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.starts_with("out: ") && err.contains("force"), "{err}");
+    // Zero epochs is refused too.
+    let zero = TargetTrainConfig {
+        optim: OptimConfig {
+            epochs: 0,
+            force: true,
+            ..tiny_optim(1)
+        },
+        ..tiny_target_config()
+    };
+    let err = train_target(&data, &zero, &out, &dev)
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("epochs: "), "{err}");
+
+    // Forced, but the run fails half-way (the loss diverges): the old model is untouched.
+    let diverging = TargetTrainConfig {
+        optim: OptimConfig {
+            lr: 1e30,
+            warmup_steps: 0,
+            force: true,
+            ..tiny_optim(1)
+        },
+        ..tiny_target_config()
+    };
+    let err = train_target(&data, &diverging, &out, &dev)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("loss became"), "{err}");
+    assert_eq!(snapshot(&out), before);
+    // What the failed run wrote is beside `out`, for a resume, not in it.
+    assert!(work.path().join(".target.partial").is_dir());
+
+    // Forced and finished: the new output replaces the old one as a whole.
+    let forced = TargetTrainConfig {
+        optim: OptimConfig {
+            force: true,
+            seed: 9,
+            ..cfg.optim.clone()
+        },
+        ..cfg.clone()
+    };
+    train_target(&data, &forced, &out, &dev).unwrap();
+    let after = snapshot(&out);
+    assert_ne!(after, before);
+    let names = |v: &[(String, Vec<u8>)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&after), names(&before));
+    let leftovers: Vec<_> = std::fs::read_dir(work.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(leftovers, ["target"], "{leftovers:?}");
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A history far beyond any user's (from a flag or a teacher file's header) once sized the
+/// model's position table by it; prompts never exceed the longest history in the data.
+#[test]
+fn absurd_history_is_bounded_by_the_data() {
+    let dev = Device::Cpu;
+    let (_d, data) = dataset(8);
+    let work = tempfile::tempdir().unwrap();
+    let cfg = TargetTrainConfig {
+        history: usize::MAX,
+        optim: OptimConfig {
+            max_steps: Some(1),
+            ..tiny_optim(1)
+        },
+        ..tiny_target_config()
+    };
+    train_target(&data, &cfg, &work.path().join("t"), &dev).unwrap();
+    let m = Llm::load(&work.path().join("t"), &dev).unwrap();
+    assert_eq!(m.config().max_position_embeddings, 512);
+}

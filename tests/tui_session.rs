@@ -166,3 +166,51 @@ fn shipped_strict_session_snapshot() {
     update(&mut app, Action::RunToEnd);
     insta::assert_snapshot!("shipped_strict_session_120x40", screen(&mut app, 120, 40));
 }
+
+/// Issue 12: what passes validation is displayed without a panic, however extreme: times at the
+/// edge of f64, scores at the edge of f32, probabilities 0 and 1, a 100,000-character title.
+#[test]
+fn extreme_but_valid_values_replay_and_draw() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("extreme.json");
+    let mut s = recorded();
+    for rec in &mut s.users {
+        let run = &mut rec.run;
+        run.baseline.time_ms = f64::MAX;
+        run.trace.wall_ms = f64::MIN_POSITIVE;
+        for r in &mut run.trace.rounds {
+            r.times.other_ms = f64::MAX;
+            for (i, n) in r.nodes.iter_mut().enumerate() {
+                n.q = if i % 2 == 0 { 0.0 } else { 1.0 };
+                n.draft_score = f32::MIN;
+                n.target_score = Some(f32::MIN);
+            }
+        }
+        for b in &mut run.trace.beams {
+            b.score = f32::MIN;
+        }
+        for t in run.titles.values_mut() {
+            *t = vec!["y".repeat(100_000)];
+        }
+        for h in &mut rec.user.history {
+            h.title = "z".repeat(100_000);
+        }
+    }
+    s.save(&path).unwrap();
+    let loaded = Session::load(&path).unwrap();
+    let (mut app, mut engine) = replay::replay_app(&loaded, &path);
+    app.start();
+    serve(&mut app, &mut engine);
+    for _ in 0..engine.num_users() {
+        for _ in 0..10 {
+            update(&mut app, Action::Step);
+            let _ = screen(&mut app, 120, 40);
+            let _ = screen(&mut app, 80, 24);
+        }
+        update(&mut app, Action::RunToEnd);
+        let text = screen(&mut app, 120, 40);
+        assert!(text.contains("REPLAY"), "{text}");
+        update(&mut app, Action::NextUser);
+        serve(&mut app, &mut engine);
+    }
+}

@@ -73,8 +73,12 @@ fn read_json_map<V: serde::de::DeserializeOwned>(path: &Path) -> Result<HashMap<
 
 /// Parses a key as a 0-based item id.
 fn item_key(path: &Path, key: &str) -> Result<usize> {
-    key.parse()
-        .map_err(|_| Error::data(path, format!("key {key:?} is not an item id")))
+    key.parse().map_err(|_| {
+        Error::data(
+            path,
+            format!("key {} is not an item id", crate::text::quoted(key, 40)),
+        )
+    })
 }
 
 /// Places the index entries by item id, checking that ids are exactly `0..len`.
@@ -116,9 +120,15 @@ pub fn load_index(path: &Path) -> Result<Index> {
         .iter()
         .enumerate()
         .map(|(id, c)| {
-            vocab
-                .identifier(c)
-                .ok_or_else(|| Error::data(path, format!("item {id}: unknown token in {c:?}")))
+            vocab.identifier(c).ok_or_else(|| {
+                Error::data(
+                    path,
+                    format!(
+                        "item {id}: unknown token in {}",
+                        crate::text::quoted(&c.concat(), 40)
+                    ),
+                )
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Index { vocab, items })

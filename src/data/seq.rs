@@ -57,7 +57,10 @@ fn parse_int(tok: &str) -> Option<usize> {
 }
 
 fn not_int(what: &str, tok: &str) -> String {
-    format!("expected an integer {what} id, found {tok:?}")
+    format!(
+        "expected an integer {what} id, found {}",
+        crate::text::quoted(tok, 40)
+    )
 }
 
 /// Parses a 1-based item id into a 0-based one, checking it against the index.

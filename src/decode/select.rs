@@ -112,7 +112,7 @@ pub fn draw_without_replacement<R: Rng>(
     m: usize,
     rng: &mut R,
 ) -> Vec<usize> {
-    let mut out = Vec::with_capacity(m);
+    let mut out = Vec::with_capacity(m.min(weights.len()));
     for _ in 0..m {
         let pick = draw_one(weights, taken, rng).or_else(|| draw_one(fallback, taken, rng));
         match pick {

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 pub use super::params::{DecodeParams, Mode};
+use crate::ids::ID_LEN;
 
 /// What verification decided about one drafted token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,7 +174,281 @@ pub struct DecodeTrace {
     pub wall_ms: f64,
 }
 
+/// Probabilities may exceed 1 by float rounding (`exp` of a log-softmax); beyond this they are
+/// corrupt.
+const PROB_SLACK: f32 = 1e-3;
+
+/// `field: msg`, the shape of every validation error (callers prefix the path above `field`).
+fn at(field: impl std::fmt::Display, msg: impl std::fmt::Display) -> String {
+    format!("{field}: {msg}")
+}
+
+/// An index into a list of `len` things named `what`.
+fn check_index(field: &str, i: usize, len: usize, what: &str) -> Result<(), String> {
+    if i < len {
+        Ok(())
+    } else {
+        Err(at(field, format!("{i} is out of range ({len} {what})")))
+    }
+}
+
+/// A count that may not exceed `max` (`why` says what the bound is).
+fn check_count(field: &str, n: usize, max: usize, why: &str) -> Result<(), String> {
+    if n <= max {
+        Ok(())
+    } else {
+        Err(at(field, format!("{n} is more than {max} ({why})")))
+    }
+}
+
+/// A score (log-probability): any number but NaN; -inf is a probability of 0.
+fn check_score(field: &str, x: f32) -> Result<(), String> {
+    if x.is_nan() || x == f32::INFINITY {
+        Err(at(field, format!("{x} is not a log-probability")))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_prob(field: &str, x: f32) -> Result<(), String> {
+    if (0.0..=1.0 + PROB_SLACK).contains(&x) {
+        Ok(())
+    } else {
+        Err(at(field, format!("{x} is not a probability")))
+    }
+}
+
+/// A duration in milliseconds: finite and not negative.
+fn check_ms(field: &str, x: f64) -> Result<(), String> {
+    if x.is_finite() && x >= 0.0 {
+        Ok(())
+    } else {
+        Err(at(field, format!("{x} is not a duration in milliseconds")))
+    }
+}
+
+impl BeamView {
+    /// Checks the beam holds at most `max_len` (exactly `len`, when given) tokens of a vocabulary
+    /// of `vocab` ids and a score. Errors name the field within the beam (`tokens[2]: ...`).
+    pub fn validate(&self, len: Option<usize>, vocab: usize) -> Result<(), String> {
+        match len {
+            Some(l) if self.tokens.len() != l => {
+                return Err(at(
+                    "tokens",
+                    format!("{} tokens where {l} were expected", self.tokens.len()),
+                ))
+            }
+            _ => check_count("tokens", self.tokens.len(), ID_LEN, "tokens per identifier")?,
+        }
+        check_tokens(&self.tokens, vocab)?;
+        check_score("score", self.score)
+    }
+}
+
+/// Every id of `tokens` is a token of a vocabulary of `vocab` ids.
+pub fn check_tokens(tokens: &[u32], vocab: usize) -> Result<(), String> {
+    for (j, &t) in tokens.iter().enumerate() {
+        if t as usize >= vocab {
+            return Err(at(
+                format!("tokens[{j}]"),
+                format!("{t} is not a token id (vocabulary of {vocab})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a list of beams: at most `max` of them, each valid; errors name `field[i]`.
+fn check_beams(
+    field: &str,
+    beams: &[BeamView],
+    max: usize,
+    len: Option<usize>,
+    vocab: usize,
+) -> Result<(), String> {
+    check_count(field, beams.len(), max, "beams: K")?;
+    for (i, b) in beams.iter().enumerate() {
+        b.validate(len, vocab)
+            .map_err(|e| format!("{field}[{i}].{e}"))?;
+    }
+    Ok(())
+}
+
 impl RoundTrace {
+    /// Checks every index and count of the round against the round itself and the decode it is
+    /// part of: it is round `index`, starting at depth `start` (where the previous round's target
+    /// step ended), decoded with `params` over a vocabulary of `vocab` ids. The explorer indexes
+    /// by these values, so a file that passes cannot make it panic or allocate by a count.
+    ///
+    /// Errors name the field relative to the round, e.g. `nodes[7].parent: 99 is out of range
+    /// (7 nodes)`; the caller prefixes where the round is. A field added to the trace gets its
+    /// check here.
+    pub fn validate(
+        &self,
+        index: usize,
+        start: usize,
+        params: &DecodeParams,
+        vocab: usize,
+    ) -> Result<(), String> {
+        if self.round != index {
+            return Err(at(
+                "round",
+                format!("{} where {index} was expected", self.round),
+            ));
+        }
+        if self.start_depth != start {
+            return Err(at(
+                "start_depth",
+                format!(
+                    "{} where {start} was expected (the previous round ended there)",
+                    self.start_depth
+                ),
+            ));
+        }
+        // Every round leaves the target at least the last step.
+        let room = (ID_LEN - 1).saturating_sub(start).min(params.gamma);
+        check_count(
+            "drafted",
+            self.drafted,
+            room,
+            "gamma, and the identifier's remaining depth",
+        )?;
+        check_count("accepted", self.accepted, self.drafted, "drafted")?;
+        // Strict verification starts from the verified beams: at most K of them (one, empty,
+        // on the first round).
+        let roots = params.k.max(1);
+        check_beams("roots", &self.roots, roots, Some(start), vocab)?;
+        // At most N drafted beams per depth.
+        let max_nodes = self.drafted.saturating_mul(params.n);
+        check_count("nodes", self.nodes.len(), max_nodes, "N per drafted depth")?;
+        let mut prev_depth = 1;
+        for (i, nd) in self.nodes.iter().enumerate() {
+            let f = |field: &str| format!("nodes[{i}].{field}");
+            if nd.depth == 0 || nd.depth > self.drafted {
+                return Err(at(
+                    f("depth"),
+                    format!("{} is not in 1..={}", nd.depth, self.drafted),
+                ));
+            }
+            if nd.depth < prev_depth {
+                return Err(at(
+                    f("depth"),
+                    format!(
+                        "{} after depth {prev_depth}: nodes are stored depth by depth",
+                        nd.depth
+                    ),
+                ));
+            }
+            prev_depth = nd.depth;
+            match nd.parent {
+                None if nd.depth > 1 => {
+                    return Err(at(f("parent"), format!("missing at depth {}", nd.depth)))
+                }
+                Some(p) if nd.depth == 1 => {
+                    return Err(at(f("parent"), format!("{p} at depth 1, which has none")))
+                }
+                Some(p) => {
+                    // Parents come earlier (depth-major order), which also rules out cycles.
+                    check_index(&f("parent"), p, i, "nodes before it")?;
+                    if self.nodes[p].depth + 1 != nd.depth {
+                        return Err(at(
+                            f("parent"),
+                            format!(
+                                "{p} is at depth {}, not {}",
+                                self.nodes[p].depth,
+                                nd.depth - 1
+                            ),
+                        ));
+                    }
+                }
+                None => {}
+            }
+            check_index(&f("root"), nd.root, self.roots.len(), "roots")?;
+            if nd.token as usize >= vocab {
+                return Err(at(
+                    f("token"),
+                    format!("{} is not a token id (vocabulary of {vocab})", nd.token),
+                ));
+            }
+            check_prob(&f("q"), nd.q)?;
+            if let Some(p) = nd.p {
+                check_prob(&f("p"), p)?;
+            }
+            check_score(&f("draft_score"), nd.draft_score)?;
+            if let Some(s) = nd.target_score {
+                check_score(&f("target_score"), s)?;
+            }
+        }
+        let n = self.nodes.len();
+        let t = &self.tree;
+        if t.positions.len() != n {
+            return Err(at(
+                "tree.positions",
+                format!("{} entries for {n} nodes", t.positions.len()),
+            ));
+        }
+        if t.mask_rows.len() != n {
+            return Err(at(
+                "tree.mask_rows",
+                format!("{} rows for {n} nodes", t.mask_rows.len()),
+            ));
+        }
+        for (i, row) in t.mask_rows.iter().enumerate() {
+            check_count(&format!("tree.mask_rows[{i}]"), row.len(), n, "nodes")?;
+            for (j, &c) in row.iter().enumerate() {
+                check_index(&format!("tree.mask_rows[{i}][{j}]"), c as usize, n, "nodes")?;
+            }
+        }
+        let ts = &self.target_step;
+        let depth = start + self.accepted + 1;
+        if ts.depth != depth {
+            return Err(at(
+                "target_step.depth",
+                format!(
+                    "{} where {depth} was expected (start_depth + accepted + 1)",
+                    ts.depth
+                ),
+            ));
+        }
+        check_beams("target_step.beams", &ts.beams, params.k, Some(depth), vocab)?;
+        check_count(
+            "target_step.drafted_node",
+            ts.drafted_node.len(),
+            ts.beams.len(),
+            "one per beam",
+        )?;
+        for (i, d) in ts.drafted_node.iter().enumerate() {
+            if let Some(d) = d {
+                check_index(&format!("target_step.drafted_node[{i}]"), *d, n, "nodes")?;
+            }
+        }
+        check_count(
+            "target_step.resampled",
+            ts.resampled.len(),
+            ts.beams.len(),
+            "one per beam",
+        )?;
+        let tm = &self.times;
+        for (field, x) in [
+            ("times.draft_ms", tm.draft_ms),
+            ("times.verify_ms", tm.verify_ms),
+            ("times.other_ms", tm.other_ms),
+            ("times.select_ms", tm.select_ms),
+            ("times.cache_ms", tm.cache_ms),
+        ] {
+            check_ms(field, x)?;
+        }
+        // One target pass per round; a draft pass per drafted step.
+        check_count("target_passes", self.target_passes, 1, "one per round")?;
+        check_count(
+            "draft_passes",
+            self.draft_passes,
+            ID_LEN - 1,
+            "one per drafted step",
+        )?;
+        Ok(())
+    }
+
     /// Drafted depths the verifier examined: every accepted one, plus the one that failed.
     pub fn examined(&self) -> usize {
         if self.accepted < self.drafted {
@@ -185,6 +460,36 @@ impl RoundTrace {
 }
 
 impl DecodeTrace {
+    /// Checks the parameters, every round (see [`RoundTrace::validate`]), the final beams and
+    /// the times against a vocabulary of `vocab` ids. Errors name the field relative to the trace,
+    /// e.g. `rounds[0].nodes[7].parent: 99 is out of range (7 nodes)`.
+    pub fn validate(&self, vocab: usize) -> Result<(), String> {
+        self.params.validate().map_err(|e| match e {
+            crate::Error::Invalid { what, msg } => at(what, msg),
+            e => e.to_string(),
+        })?;
+        check_count(
+            "rounds",
+            self.rounds.len(),
+            ID_LEN,
+            "one step at least per round",
+        )?;
+        let mut depth = 0;
+        for (i, r) in self.rounds.iter().enumerate() {
+            r.validate(i, depth, &self.params, vocab)
+                .map_err(|e| format!("rounds[{i}].{e}"))?;
+            depth = r.target_step.depth;
+        }
+        if !self.rounds.is_empty() && depth != ID_LEN {
+            return Err(at(
+                "rounds",
+                format!("the decode stops at depth {depth}, not {ID_LEN}"),
+            ));
+        }
+        check_beams("beams", &self.beams, self.params.k, None, vocab)?;
+        check_ms("wall_ms", self.wall_ms)
+    }
+
     pub fn accepted_steps(&self) -> usize {
         self.rounds.iter().map(|r| r.accepted).sum()
     }

@@ -7,7 +7,8 @@ use super::bench::BenchReport;
 use crate::{Error, Result};
 
 pub fn load_report(path: &Path) -> Result<BenchReport> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    // Reports are a few kilobytes; an endless device or a huge file is refused unread.
+    let text = crate::session::read_bounded(path, 64 << 20)?;
     let mut r: BenchReport = serde_json::from_str(&text).map_err(|e| {
         Error::data(
             path,

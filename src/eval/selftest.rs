@@ -128,8 +128,10 @@ pub fn check_logits(
         let rb = Rows::from_tensor(&b.feed(device_model, &tree, &fed, &[root])?.0)?;
         for (x, y) in ra.row(0).iter().zip(rb.row(0)) {
             let d = (x - y).abs();
-            max_abs = max_abs.max(d);
-            max_rel = max_rel.max(d / x.abs().max(1e-6));
+            // `f32::max` would drop a NaN; a NaN difference must fail the check.
+            let r = d / x.abs().max(1e-6);
+            max_abs = nan_max(max_abs, d);
+            max_rel = nan_max(max_rel, r);
         }
     }
     let tol = tolerance(device_model.model.dtype());
@@ -139,8 +141,18 @@ pub fn check_logits(
         max_abs,
         max_rel,
         tolerance_abs: tol,
-        pass: max_abs <= tol,
+        // No user compared is no evidence; NaN never passes.
+        pass: n > 0 && max_abs <= tol,
     })
+}
+
+/// The larger of two values, NaN if either is (unlike `f32::max`, which drops a NaN).
+fn nan_max(a: f32, b: f32) -> f32 {
+    if a.is_nan() || b.is_nan() {
+        f32::NAN
+    } else {
+        a.max(b)
+    }
 }
 
 /// Strict speculative lists against target-only lists, user by user.
@@ -193,6 +205,12 @@ pub fn run_selftest(
     users: usize,
     bench_users: usize,
 ) -> Result<SelftestReport> {
+    if users == 0 {
+        return Err(crate::Error::invalid(
+            "users",
+            "the exactness check needs at least 1 user (0 would pass without evidence)",
+        ));
+    }
     let logits = check_logits(data, space, reference_target, target, 20)?;
     let params = DecodeParams::default();
     let exact = check_exact(data, space, target, draft, users, &params)?;
@@ -225,4 +243,16 @@ pub fn run_selftest(
         exact,
         bench,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// A NaN logit difference (NaN weights on a device) must fail the logits check, not vanish
+    /// in `f32::max`.
+    #[test]
+    fn nan_differences_are_kept() {
+        assert!(super::nan_max(0.1, f32::NAN).is_nan());
+        assert!(super::nan_max(f32::NAN, 0.1).is_nan());
+        assert_eq!(super::nan_max(0.1, 0.3), 0.3);
+    }
 }

@@ -192,12 +192,13 @@ impl SpeedStats {
         t.scaled(1.0 / self.users.len().max(1) as f64)
     }
 
-    /// Users per AS value: index = steps a user accepted.
+    /// Users per AS value: index = steps a user accepted (0..=[`MAX_DRAFTED`]; a decode cannot
+    /// accept more, and the last bucket counts any that claims to, so no count read from a file
+    /// sizes the histogram).
     pub fn accepted_histogram(&self) -> Vec<usize> {
-        let max = self.users.iter().map(|u| u.accepted_steps).max();
-        let mut h = vec![0; max.unwrap_or(0).max(MAX_DRAFTED) + 1];
+        let mut h = vec![0; MAX_DRAFTED + 1];
         for u in &self.users {
-            h[u.accepted_steps] += 1;
+            h[u.accepted_steps.min(MAX_DRAFTED)] += 1;
         }
         h
     }
@@ -229,5 +230,25 @@ fn ratio(a: f64, b: f64) -> f64 {
         a / b
     } else {
         0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 12: `accepted` = 1e9 in a session sized the histogram, allocating gigabytes (and
+    /// u64::MAX overflowed the capacity). The histogram has a fixed size whatever the counts.
+    #[test]
+    fn accepted_histogram_is_not_sized_by_the_data() {
+        let mut s = SpeedStats::default();
+        for (user, steps) in [(1, 2), (2, 1_000_000_000), (3, usize::MAX)] {
+            s.record(UserSpeed {
+                user,
+                accepted_steps: steps,
+                ..Default::default()
+            });
+        }
+        assert_eq!(s.accepted_histogram(), vec![0, 0, 1, 2]);
     }
 }

@@ -16,18 +16,19 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Sample;
+use crate::decode::params::MAX_WIDTH;
 use crate::decode::{speculative, DecodeParams};
 use crate::ids::PrefixAutomaton;
 use crate::model::Llm;
 use crate::Result;
 
 /// Candidate widths for beam size `k`: K times 1, 1.5, 2, 3, 4, 6 and 8 (rounded up), capped at
-/// `max_n` (but never below K, which strict verification needs).
+/// `max_n` and at [`MAX_WIDTH`] (but never below K, which strict verification needs).
 pub fn width_candidates(k: usize, max_n: usize) -> Vec<usize> {
-    let cap = max_n.max(k);
+    let cap = max_n.min(MAX_WIDTH).max(k);
     let mut v: Vec<usize> = [2, 3, 4, 6, 8, 12, 16]
         .iter()
-        .map(|&half| (k * half).div_ceil(2).min(cap))
+        .map(|&half| k.saturating_mul(half).div_ceil(2).min(cap))
         .collect();
     v.dedup();
     v

@@ -4,6 +4,11 @@
 
 use std::collections::HashMap;
 
+use crate::text::quoted;
+
+/// Characters of a bad token shown in an error message.
+const SHOWN: usize = 40;
+
 /// Tokens per item identifier (levels a, b, c, d).
 pub const ID_LEN: usize = 4;
 pub const PAD: u32 = 0;
@@ -51,8 +56,8 @@ impl Vocab {
         for ident in codes {
             if ident.len() != ID_LEN {
                 return Err(format!(
-                    "identifier {:?} has {} tokens, expected {ID_LEN}",
-                    ident,
+                    "identifier {} has {} tokens, expected {ID_LEN}",
+                    quoted(&ident.concat(), SHOWN),
                     ident.len()
                 ));
             }
@@ -61,12 +66,18 @@ impl Vocab {
                     Some((level, code)) if level == pos => per_level[level].push(code),
                     Some((level, _)) => {
                         return Err(format!(
-                            "token {tok:?} is a level-{} code at position {}",
+                            "token {} is a level-{} code at position {}",
+                            quoted(tok, SHOWN),
                             level + 1,
                             pos + 1
                         ))
                     }
-                    None => return Err(format!("token {tok:?} is not a code like <a_12>")),
+                    None => {
+                        return Err(format!(
+                            "token {} is not a code like <a_12>",
+                            quoted(tok, SHOWN)
+                        ))
+                    }
                 }
             }
         }
@@ -90,9 +101,17 @@ impl Vocab {
                 "vocabulary must start with the specials {SPECIALS:?}"
             ));
         }
+        if tokens.len() > u32::MAX as usize {
+            return Err(format!("{} tokens do not fit 32-bit ids", tokens.len()));
+        }
         let mut level = vec![None; SPECIALS.len()];
-        for t in &tokens[SPECIALS.len()..] {
-            let (l, _) = parse_code_token(t).ok_or_else(|| format!("token {t:?} is not a code"))?;
+        let mut seen = std::collections::HashSet::with_capacity(tokens.len());
+        for (i, t) in tokens.iter().enumerate().skip(SPECIALS.len()) {
+            let (l, _) = parse_code_token(t)
+                .ok_or_else(|| format!("token {i} ({}) is not a code", quoted(t, SHOWN)))?;
+            if !seen.insert(t.as_str()) {
+                return Err(format!("token {i} ({}) appears twice", quoted(t, SHOWN)));
+            }
             level.push(Some(l as u8));
         }
         Ok(Self::from_parts(tokens, level))

@@ -236,6 +236,13 @@ impl Llm {
         seed: u64,
         device: &Device,
     ) -> Result<Llm> {
+        check_new_shape(cfg, MAX_NEW_PARAMS)?;
+        if !(std.is_finite() && std > 0.0) {
+            return Err(Error::invalid(
+                "std",
+                format!("{std} is not a positive standard deviation"),
+            ));
+        }
         cfg.validate()
             .map_err(|m| Error::invalid("model shape", m))?;
         if vocab.len() != cfg.vocab_size {
@@ -298,8 +305,17 @@ impl Llm {
         )
     }
 
-    /// Writes the checkpoint folder (config.json, model.safetensors, tokenizer.json).
+    /// Writes the checkpoint folder (config.json, model.safetensors, tokenizer.json) as a whole:
+    /// into a temporary folder beside `dir`, which then replaces `dir` and everything in it. A
+    /// crash leaves the old checkpoint or the new one, never a mix.
     pub fn save(&self, dir: &Path, dtype: DType) -> Result<()> {
+        crate::atomic::write_dir(dir, |tmp| self.save_files(tmp, dtype))
+    }
+
+    /// Writes the checkpoint's three files into the existing folder `dir`, each atomically,
+    /// leaving anything else there alone (the trainers' output folders, themselves published
+    /// as a whole).
+    pub fn save_files(&self, dir: &Path, dtype: DType) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let mut cfg = self.config().clone();
         cfg.torch_dtype = checkpoint::dtype_name(dtype).into();
@@ -312,6 +328,9 @@ impl Llm {
         let tmp = dir.join(format!("{}.tmp", checkpoint::WEIGHTS));
         candle_core::safetensors::save(&map, &tmp)
             .map_err(|e| Error::model(&tmp, e.to_string()))?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&tmp, e))?;
         let dst = dir.join(checkpoint::WEIGHTS);
         std::fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
         // Compact vocabularies are written as this project defines them (byte-stable); any other
@@ -374,6 +393,110 @@ impl Llm {
             candle_core::D::Minus1,
         )?)
     }
+}
+
+/// Most parameters a model made here (a random or trained one) may have: 2^30, 4 GB in f32, far
+/// beyond a generative recommender's size. Checked before anything is allocated.
+pub const MAX_NEW_PARAMS: u64 = 1 << 30;
+/// Most positions a model made here may hold (its rotary tables are sized by them).
+pub const MAX_NEW_POSITIONS: usize = 1 << 16;
+
+/// Widest hidden size, and most layers or heads, a model made here may have; far beyond any
+/// recommender, and small enough that no product of them overflows.
+pub const MAX_NEW_DIM: usize = 1 << 16;
+
+/// A compact-prompt config for a new model over `vocab` tokens ([`ModelConfig::compact`]), with
+/// every size checked first ([`check_new_shape`]): flags and files can ask for anything.
+pub fn compact_config(
+    vocab: usize,
+    [layers, hidden, heads, kv_heads]: [usize; 4],
+    max_params: u64,
+) -> Result<ModelConfig> {
+    for (what, v) in [
+        ("layers", layers),
+        ("hidden", hidden),
+        ("heads", heads),
+        ("kv_heads", kv_heads),
+    ] {
+        if v > MAX_NEW_DIM {
+            return Err(Error::invalid(
+                what,
+                format!("{v} is more than {MAX_NEW_DIM}"),
+            ));
+        }
+    }
+    let cfg = ModelConfig::compact(vocab, layers, hidden, heads, kv_heads);
+    check_new_shape(&cfg, max_params)?;
+    Ok(cfg)
+}
+
+/// Checks the shape of a model about to be created, before any weight is allocated: every size
+/// at least 1, heads dividing the width into an even head size, key/value heads dividing the
+/// heads, and at most [`MAX_NEW_PARAMS`] parameters. Errors name the parameter (`layers`,
+/// `hidden`, `heads`, `kv_heads`).
+pub fn check_new_shape(cfg: &ModelConfig, max_params: u64) -> Result<()> {
+    let (layers, hidden, heads) = (
+        cfg.num_hidden_layers,
+        cfg.hidden_size,
+        cfg.num_attention_heads,
+    );
+    let kv = cfg.kv_heads();
+    for (what, v) in [
+        ("layers", layers),
+        ("hidden", hidden),
+        ("heads", heads),
+        ("kv_heads", kv),
+    ] {
+        if v == 0 {
+            return Err(Error::invalid(what, "must be at least 1"));
+        }
+    }
+    if !hidden.is_multiple_of(heads) || !(hidden / heads).is_multiple_of(2) {
+        return Err(Error::invalid(
+            "hidden",
+            format!(
+                "{hidden} does not split into {heads} heads of an even size (hidden must be a \
+                 multiple of 2 x heads)"
+            ),
+        ));
+    }
+    if !heads.is_multiple_of(kv) {
+        return Err(Error::invalid(
+            "kv_heads",
+            format!("{kv} does not divide the {heads} heads"),
+        ));
+    }
+    if cfg.vocab_size == 0 {
+        return Err(Error::invalid("vocabulary", "no tokens"));
+    }
+    if cfg.max_position_embeddings == 0 || cfg.max_position_embeddings > MAX_NEW_POSITIONS {
+        return Err(Error::invalid(
+            "history",
+            format!(
+                "{} positions: a model holds 1 to {MAX_NEW_POSITIONS}",
+                cfg.max_position_embeddings
+            ),
+        ));
+    }
+    // In u128, so no product of flag values can overflow.
+    let (h, v, l) = (hidden as u128, cfg.vocab_size as u128, layers as u128);
+    let hd = h / heads as u128;
+    let inter = cfg.intermediate_size as u128;
+    let per_layer =
+        2 * h * (heads as u128 * hd) + 2 * h * (kv as u128 * hd) + 3 * h * inter + 2 * h;
+    let heads_out = if cfg.tie_word_embeddings { 1 } else { 2 };
+    let params = heads_out * v * h + l * per_layer + h;
+    if params > max_params as u128 {
+        return Err(Error::invalid(
+            "model shape",
+            format!(
+                "{layers} layers of width {hidden} over {} tokens make {params} parameters, \
+                 more than the {max_params} a model made here may have",
+                cfg.vocab_size
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The additive mask of a plain causal sequence of `t` tokens, row-major [t, t].
@@ -439,7 +562,8 @@ fn random_weights(
     device: &Device,
 ) -> Result<HashMap<String, Tensor>> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let normal = Normal::new(0.0f32, std.max(1e-6)).expect("valid normal");
+    let normal =
+        Normal::new(0.0f32, std).map_err(|e| Error::invalid("std", format!("{std}: {e}")))?;
     let shapes = tensor_shapes(cfg);
     let mut out = HashMap::new();
     for (name, shape) in shapes {

@@ -21,7 +21,7 @@ use crate::{Error, Result};
 /// Largest shard written (Hugging Face's usual 5 GB shards would need that much memory here).
 const SHARD_BYTES: usize = 2 << 30;
 /// Largest model written: 200B parameters (a 70B LLaMA has 70B); each tensor at most 4 GB.
-const MAX_PARAMS: usize = 200_000_000_000;
+pub const MAX_PARAMS: usize = 200_000_000_000;
 const MAX_TENSOR_BYTES: usize = 4 << 30;
 
 /// Writes a random checkpoint of `cfg` over `vocab` into `dir` (which must not exist yet, or be

@@ -188,6 +188,7 @@ impl AlignConfig {
         if self.k == 0 || self.optim.batch_size == 0 || self.history == 0 {
             return bad("k, batch_size and history", "must be at least 1".into());
         }
+        crate::decode::params::check_k(self.k)?;
         Ok(())
     }
 }
@@ -206,6 +207,7 @@ pub fn align_draft(
     out: &Path,
     device: &Device,
 ) -> Result<TrainReport> {
+    looper::preflight(&cfg.optim, out)?;
     cfg.validate()?;
     check_target_vocab(target, data)?;
     if cfg.method.needs_teacher() && teacher.is_none() {
@@ -310,6 +312,15 @@ fn teacher_samples(
                 format!("record {i} names sample {} of {}", rec.sample, all.len()),
             )
         })?;
+        if let Some(j) = rec.beams.iter().position(|b| data.items_of(b).is_empty()) {
+            return Err(Error::data(
+                &t.path,
+                format!(
+                    "record {i}: beam {j} is not an identifier of dataset '{}'",
+                    data.name
+                ),
+            ));
+        }
         samples.push(s.clone());
         beams.push(rec.beams.iter().take(cfg.k).copied().collect());
     }

@@ -54,6 +54,9 @@ pub struct OptimConfig {
     /// Draw progress bars; when stderr is not a terminal (the bar is hidden), log a progress
     /// line every ~2% of an epoch instead.
     pub progress: bool,
+    /// Replace a model already in `out` (a fresh run refuses to, so that a finished model is
+    /// never overwritten by mistake; a resumed run continues what is there).
+    pub force: bool,
 }
 
 impl Default for OptimConfig {
@@ -72,8 +75,87 @@ impl Default for OptimConfig {
             checkpoint_every: 0,
             resume: false,
             progress: true,
+            force: false,
         }
     }
+}
+
+impl OptimConfig {
+    /// Checks the settings; errors name the parameter (`epochs`, `batch_size`, `lr`).
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 {
+            return Err(Error::invalid(
+                "epochs",
+                "must be at least 1 (0 epochs would train nothing)",
+            ));
+        }
+        if self.batch_size == 0 {
+            return Err(Error::invalid("batch_size", "must be at least 1"));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(Error::invalid(
+                "lr",
+                format!("{} is not a positive learning rate", self.lr),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a trainer checks before any work: the settings, and that `out` may be written (an
+/// existing model needs `force` unless the run resumes it).
+pub(crate) fn preflight(s: &OptimConfig, out: &Path) -> Result<()> {
+    s.validate()?;
+    if !s.resume {
+        crate::atomic::check_out_dir(out, s.force)?;
+    }
+    Ok(())
+}
+
+/// Where a run's output is prepared: `.OUT.partial` beside `out`. Everything the run writes (the
+/// best checkpoint, `last/`, the report) goes there; when the run ends the folder replaces `out`
+/// as a whole, so a crash never leaves a mix of two runs in `out`. An interrupted run's folder
+/// stays for `resume`.
+fn staging(out: &Path) -> Result<PathBuf> {
+    crate::atomic::sibling(out, "partial")
+}
+
+/// The optimizer step recorded in `dir/last/`, if a state is there.
+fn saved_step(dir: &Path) -> Option<usize> {
+    let text = std::fs::read_to_string(dir.join(LAST_DIR).join(STATE_FILE)).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v.get("step")?.as_u64().map(|s| s as usize)
+}
+
+/// Prepares the staging folder: for a resumed run, the interrupted run's own folder, or a copy
+/// of the finished output it continues (whichever went further); otherwise a fresh, empty one.
+fn prepare_stage(s: &OptimConfig, out: &Path) -> Result<PathBuf> {
+    let stage = staging(out)?;
+    if s.resume {
+        match (saved_step(&stage), saved_step(out)) {
+            (Some(a), b) if b.is_none_or(|b| a >= b) => {
+                log::info!("resuming the interrupted run in {}", stage.display());
+                return Ok(stage);
+            }
+            (_, Some(_)) => {
+                if stage.exists() {
+                    std::fs::remove_dir_all(&stage).map_err(|e| Error::io(&stage, e))?;
+                }
+                crate::atomic::copy_tree(out, &stage)?;
+                return Ok(stage);
+            }
+            _ => crate::atomic::check_out_dir(out, s.force)?,
+        }
+    }
+    if stage.exists() {
+        log::warn!(
+            "{}: removing what an interrupted run left (resume continues one instead)",
+            stage.display()
+        );
+        std::fs::remove_dir_all(&stage).map_err(|e| Error::io(&stage, e))?;
+    }
+    std::fs::create_dir_all(&stage).map_err(|e| Error::io(&stage, e))?;
+    Ok(stage)
 }
 
 /// Validation figures of the current weights.
@@ -130,25 +212,49 @@ pub(crate) fn run(
     if n == 0 {
         return Err(Error::invalid("training", "no training samples"));
     }
+    preflight(s, out)?;
+    let stage = prepare_stage(s, out)?;
+    let result = run_in(task, w, kind, s, n, out, &stage);
+    if result.is_err() && stage.exists() {
+        log::warn!(
+            "the unfinished run is kept in {}: resume continues it",
+            stage.display()
+        );
+    }
+    let report = result?;
+    // The whole output at once: best checkpoint, last/ and the report.
+    crate::atomic::publish_dir(&stage, out)?;
+    Ok(report)
+}
+
+/// The loop proper, writing into `stage` (see [`staging`]).
+fn run_in(
+    task: &mut dyn Task,
+    w: &Weights,
+    kind: &str,
+    s: &OptimConfig,
+    n: usize,
+    out: &Path,
+    stage: &Path,
+) -> Result<TrainReport> {
     let bs = s.batch_size.max(1);
-    let last = out.join(LAST_DIR);
-    std::fs::create_dir_all(&last).map_err(|e| Error::io(&last, e))?;
+    let last = stage.join(LAST_DIR);
     let mut opt = AdamW::new(w, s.weight_decay)?;
     let mut st = initial_state(w, kind, s, n, &last, &mut opt)?;
     let per_epoch = n.div_ceil(bs);
     // The schedule ignores `max_steps`: a capped run is the start of the full run, so it can
     // be resumed into exactly the run that was never interrupted.
-    let total = s.epochs * per_epoch;
+    let total = s.epochs.saturating_mul(per_epoch);
     while st.epoch < s.epochs && !st.stopped_early && !reached(s, st.step) {
         let started = Instant::now();
         let run = run_epoch(task, w, s, &mut st, &mut opt, total, &last)?;
         let v = task.validate(&w.snapshot(&folder_name(out))?)?;
         let stats = run.stats(st.epoch, v, started);
         let complete = st.batch_in_epoch >= per_epoch;
-        end_epoch(task, w, s, &mut st, stats, complete, out)?;
+        end_epoch(task, w, s, &mut st, stats, complete, out, stage)?;
         save_last(w, &opt, &st, &last)?;
     }
-    write_report(task, w, &st, out)
+    write_report(task, w, &st, out, stage)
 }
 
 /// A fresh state, or the one in `out/last/` (weights and moments restored) when resuming.
@@ -340,7 +446,7 @@ fn epoch_batches(task: &dyn Task, bs: usize, seed: u64, epoch: usize) -> Vec<Vec
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(mixed);
     order.shuffle(&mut rng);
     let mut batches = Vec::with_capacity(order.len().div_ceil(bs));
-    for group in order.chunks_mut(bs * LENGTH_GROUP) {
+    for group in order.chunks_mut(bs.saturating_mul(LENGTH_GROUP)) {
         group.sort_by_key(|&i| task.sample_len(i));
         batches.extend(group.chunks(bs).map(<[usize]>::to_vec));
     }
@@ -362,9 +468,10 @@ fn progress_bar(s: &OptimConfig, len: usize, st: &TrainerState) -> ProgressBar {
     bar
 }
 
-/// Records the epoch, keeps the best checkpoint in `out`, and applies early stopping. An epoch
-/// cut short by `max_steps` (not `complete`) is validated and recorded but neither counts
-/// towards patience nor advances the epoch, so a resume finishes it.
+/// Records the epoch, keeps the best checkpoint in `stage` (published to `out` at the end), and
+/// applies early stopping. An epoch cut short by `max_steps` (not `complete`) is validated and
+/// recorded but neither counts towards patience nor advances the epoch, so a resume finishes it.
+#[allow(clippy::too_many_arguments)]
 fn end_epoch(
     task: &dyn Task,
     w: &Weights,
@@ -373,6 +480,7 @@ fn end_epoch(
     stats: EpochStats,
     complete: bool,
     out: &Path,
+    stage: &Path,
 ) -> Result<()> {
     let improved = match (stats.valid_metric, st.best_metric) {
         (Some(m), Some(best)) => m > best,
@@ -390,7 +498,10 @@ fn end_epoch(
         if improved { " (best so far)" } else { "" }
     );
     if improved {
-        w.snapshot(&folder_name(out))?.save(out, DType::F32)?;
+        // Only the weights change between epochs (config and tokenizer are the run's), and
+        // each file is replaced atomically.
+        w.snapshot(&folder_name(out))?
+            .save_files(stage, DType::F32)?;
         st.best_metric = stats.valid_metric;
         st.best_epoch = Some(stats.epoch);
         st.bad_epochs = 0;
@@ -410,12 +521,15 @@ fn fmt_opt(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |x| format!("{x:.4}"))
 }
 
-/// Writes weights, optimizer moments and the state to `out/last/`.
+/// Writes weights, optimizer moments and the state to `last/`, as a whole: a resume never
+/// finds weights of one step beside the moments or state of another.
 fn save_last(w: &Weights, opt: &AdamW, st: &TrainerState, last: &Path) -> Result<()> {
-    w.snapshot(LAST_DIR)?.save(last, DType::F32)?;
-    opt.save(last)?;
     let json = serde_json::to_vec_pretty(st).expect("state serialises");
-    checkpoint::write_atomic(&last.join(STATE_FILE), &json)
+    crate::atomic::write_dir(last, |dir| {
+        w.snapshot(LAST_DIR)?.save_files(dir, DType::F32)?;
+        opt.save(dir)?;
+        checkpoint::write_atomic(&dir.join(STATE_FILE), &json)
+    })
 }
 
 fn write_report(
@@ -423,6 +537,7 @@ fn write_report(
     w: &Weights,
     st: &TrainerState,
     out: &Path,
+    stage: &Path,
 ) -> Result<TrainReport> {
     let secs: f64 = st.history.iter().map(|e| e.train_seconds).sum();
     let samples: usize = st.history.iter().map(|e| e.samples).sum();
@@ -443,7 +558,7 @@ fn write_report(
         params: w.num_params(),
     };
     let json = serde_json::to_vec_pretty(&report).expect("report serialises");
-    checkpoint::write_atomic(&out.join(REPORT_FILE), &json)?;
+    checkpoint::write_atomic(&stage.join(REPORT_FILE), &json)?;
     Ok(report)
 }
 

@@ -69,8 +69,18 @@ pub(crate) fn model_config(
     shape: [usize; 4],
 ) -> Result<ModelConfig> {
     let [layers, hidden, heads, kv_heads] = shape;
-    let mut cfg = ModelConfig::compact(data.vocab.len(), layers, hidden, heads, kv_heads);
-    let needed = history * ID_LEN + 2 + ID_LEN;
+    let mut cfg = crate::model::compact_config(
+        data.vocab.len(),
+        [layers, hidden, heads, kv_heads],
+        crate::model::MAX_NEW_PARAMS,
+    )?;
+    // A prompt never holds more items than the longest user history has, whatever `history`
+    // asks (a flag or a teacher file's header).
+    let longest = (0..data.num_users())
+        .map(|u| data.train[u].len() + data.valid[u].len())
+        .max()
+        .unwrap_or(0);
+    let needed = history.min(longest) * ID_LEN + 2 + ID_LEN;
     cfg.max_position_embeddings = cfg.max_position_embeddings.max(needed);
     cfg.validate()
         .map_err(|m| Error::invalid("model shape", m))?;
@@ -86,6 +96,7 @@ pub fn train_target(
     out: &Path,
     device: &Device,
 ) -> Result<TrainReport> {
+    looper::preflight(&cfg.optim, out)?;
     if cfg.history == 0 || cfg.optim.batch_size == 0 {
         return Err(Error::invalid(
             "history and batch_size",

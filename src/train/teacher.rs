@@ -29,6 +29,10 @@ const VERSION: u32 = 1;
 const SUBSET_SEED: u64 = 0x7eac;
 /// Values hashed per tensor by [`fingerprint`].
 const FINGERPRINT_VALUES: usize = 256;
+/// Longest header line read: a real one is a few hundred bytes.
+const MAX_HEADER: u64 = 64 << 10;
+/// Bytes of the smallest record: the sample index and a beam count of 0.
+const MIN_RECORD: u64 = 4 + 2;
 
 /// The beams of one training sample.
 #[derive(Clone, Debug, PartialEq)]
@@ -130,12 +134,7 @@ pub fn build_teacher(
     max_samples: Option<usize>,
     out: &Path,
 ) -> Result<()> {
-    if k == 0 || k > u16::MAX as usize {
-        return Err(Error::invalid(
-            "k",
-            format!("K must be in 1..=65535, not {k}"),
-        ));
-    }
+    crate::decode::params::check_k(k)?;
     check_target_vocab(target, data)?;
     let samples = data.train_samples(history, last_only);
     let chosen = subset(samples.len(), max_samples, SUBSET_SEED);
@@ -241,9 +240,13 @@ fn write_record(
 /// Reads a teacher file, checking that it was made by `expected_target` (same fingerprint).
 pub fn read_teacher(path: &Path, expected_target: &Llm) -> Result<TeacherFile> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let mut r = BufReader::new(file);
     let mut line = String::new();
-    r.read_line(&mut line).map_err(|e| Error::io(path, e))?;
+    (&mut r)
+        .take(MAX_HEADER)
+        .read_line(&mut line)
+        .map_err(|e| Error::io(path, e))?;
     let header: Header = serde_json::from_str(line.trim_end())
         .ok()
         .filter(|h: &Header| h.format == FORMAT)
@@ -254,6 +257,29 @@ pub fn read_teacher(path: &Path, expected_target: &Llm) -> Result<TeacherFile> {
             format!("unsupported teacher file version {}", header.version),
         ));
     }
+    // The header's counts are checked against the file before anything is sized by them.
+    let body = len.saturating_sub(line.len() as u64);
+    if header.records as u64 > body / MIN_RECORD {
+        return Err(Error::data(
+            path,
+            format!(
+                "the header claims {} records, but the {body} bytes after it hold at most {}",
+                header.records,
+                body / MIN_RECORD
+            ),
+        ));
+    }
+    if header.k == 0 || header.k > crate::decode::params::MAX_WIDTH {
+        return Err(Error::data(
+            path,
+            format!(
+                "the header's K = {} is not in 1..={}",
+                header.k,
+                crate::decode::params::MAX_WIDTH
+            ),
+        ));
+    }
+    let vocab = expected_target.vocab.len();
     let expected = fingerprint(expected_target)?;
     if header.fingerprint != expected {
         return Err(Error::data(
@@ -267,7 +293,7 @@ pub fn read_teacher(path: &Path, expected_target: &Llm) -> Result<TeacherFile> {
     }
     let mut records = Vec::with_capacity(header.records);
     for n in 0..header.records {
-        let rec = read_record(&mut r, header.token_bytes).map_err(|e| {
+        let rec = read_record(&mut r, header.token_bytes, header.k, vocab).map_err(|e| {
             Error::data(
                 path,
                 format!(
@@ -291,15 +317,31 @@ pub fn read_teacher(path: &Path, expected_target: &Llm) -> Result<TeacherFile> {
     })
 }
 
-fn read_record(r: &mut impl Read, token_bytes: usize) -> std::io::Result<TeacherRecord> {
+/// One record of beams of at most `k` identifiers over a vocabulary of `vocab` ids.
+fn read_record(
+    r: &mut impl Read,
+    token_bytes: usize,
+    k: usize,
+    vocab: usize,
+) -> std::io::Result<TeacherRecord> {
+    let bad = |msg: String| std::io::Error::new(std::io::ErrorKind::InvalidData, msg);
     let sample = u32::from_le_bytes(read_array(r)?);
     let n = u16::from_le_bytes(read_array(r)?) as usize;
+    if n > k {
+        return Err(bad(format!("{n} beams, more than the header's K = {k}")));
+    }
     let mut tokens = Vec::with_capacity(n * ID_LEN);
     for _ in 0..n * ID_LEN {
-        tokens.push(match token_bytes {
+        let t = match token_bytes {
             2 => u16::from_le_bytes(read_array(r)?) as u32,
             _ => u32::from_le_bytes(read_array(r)?),
-        });
+        };
+        if t as usize >= vocab {
+            return Err(bad(format!(
+                "token id {t} outside the target's vocabulary of {vocab}"
+            )));
+        }
+        tokens.push(t);
     }
     let beams = tokens.chunks(ID_LEN).filter_map(identifier).collect();
     let scores = (0..n)

@@ -75,7 +75,7 @@ impl Worker {
 
     /// Queues a request. Returns false when the thread is gone.
     pub fn send(&self, cmd: Command) -> bool {
-        if matches!(cmd, Command::SaveSession(_)) {
+        if super::state::is_save(&cmd) {
             return true;
         }
         self.latest.store(generation_of(&cmd), Ordering::SeqCst);
@@ -100,7 +100,7 @@ fn generation_of(cmd: &Command) -> u64 {
         | Command::Compare { generation, .. }
         | Command::Auto { generation, .. }
         | Command::Cancel { generation } => *generation,
-        Command::SaveSession(_) => 0,
+        Command::SaveSession(_) | Command::SaveSessionAs { .. } => 0,
     }
 }
 
@@ -195,7 +195,9 @@ fn serve(
             }
             EngineEvent::AutoDone { generation }
         }
-        Command::Cancel { .. } | Command::SaveSession(_) => return true,
+        Command::Cancel { .. } | Command::SaveSession(_) | Command::SaveSessionAs { .. } => {
+            return true
+        }
     };
     events.send(ev).is_ok()
 }

@@ -329,6 +329,16 @@ fn key(app: &App, k: &KeyEvent) -> Option<Action> {
     if k.modifiers.contains(KeyModifiers::CONTROL) && k.code == Char('c') {
         return Some(Action::Quit);
     }
+    // While the save-path prompt is open, keys edit the path.
+    if app.ui.save_path.is_some() {
+        return match k.code {
+            Char(c) => Some(Action::PathInput(c)),
+            KeyCode::Backspace => Some(Action::PathBackspace),
+            Enter => Some(Action::PathSubmit),
+            Esc => Some(Action::Close),
+            _ => None,
+        };
+    }
     // While the search prompt is open, keys edit the query.
     if app.ui.search.is_some() {
         return match k.code {

@@ -72,7 +72,7 @@ fn engine_reply(app: &App, cmd: Command) -> Vec<EngineEvent> {
             })
             .chain(std::iter::once(EngineEvent::AutoDone { generation }))
             .collect(),
-        Command::Cancel { .. } | Command::SaveSession(_) => vec![],
+        Command::Cancel { .. } | Command::SaveSession(_) | Command::SaveSessionAs { .. } => vec![],
     }
 }
 
@@ -494,4 +494,164 @@ fn tab_on_a_small_screen_switches_groups_and_focus() {
     assert_eq!((app.ui.scroll.grid_row, app.ui.scroll.grid_col), (2, 3));
     act(&mut app, &[Action::SelectTab(Tab::Results)]);
     assert_eq!(app.ui.focus, PanelId::Recs);
+}
+
+/// Issue 12: titles, tokens and messages come from files. No control character (an escape
+/// sequence that would drive the terminal) reaches a cell of the screen, whichever panel shows it.
+#[test]
+fn control_characters_from_files_never_reach_the_screen() {
+    let evil = "Soap\u{1b}]0;pwned\u{7}\u{1b}[2J\r\u{9b}31m";
+    let mut app = explored();
+    app.header.dataset = evil.into();
+    app.header.device = evil.into();
+    app.replay = Some(evil.into());
+    app.status = evil.into();
+    app.narration.push(evil.into());
+    for u in &mut app.users {
+        for h in &mut u.history {
+            h.title = evil.into();
+            h.ident = evil.into();
+        }
+        for t in &mut u.truth {
+            t.titles = vec![evil.into()];
+        }
+    }
+    if let Some(c) = &mut app.current {
+        for titles in c.run.titles.values_mut() {
+            *titles = vec![evil.into()];
+        }
+    }
+    update(&mut app, Action::RunToEnd);
+    for (w, h) in [(120, 40), (80, 24), (40, 10)] {
+        update(
+            &mut app,
+            Action::Resize {
+                width: w,
+                height: h,
+            },
+        );
+        let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
+        term.draw(|f| super::render(&mut app, f)).unwrap();
+        for cell in term.backend().buffer().content.iter() {
+            assert!(
+                !cell.symbol().contains(char::is_control),
+                "{:?} on screen at {w}x{h}",
+                cell.symbol()
+            );
+        }
+    }
+    // Cells written around the spans (as the log widget does) are scrubbed too.
+    let mut buf = ratatui::buffer::Buffer::empty(ratatui::layout::Rect::new(0, 0, 3, 1));
+    buf[(1, 0)].set_symbol("\u{1b}");
+    super::view::scrub(&mut buf);
+    assert_eq!(buf[(1, 0)].symbol(), "\u{FFFD}");
+}
+
+/// Issue 12: with `sessions/` not writable, quitting after recording exited 0 and wrote nothing.
+/// A failed save now keeps the recording, says so, and offers another path; quitting with it
+/// unsaved warns and asks again before dropping it.
+#[test]
+fn a_recording_that_cannot_be_saved_is_kept_and_another_path_offered() {
+    let mut app = fixtures::app(3);
+    app.fallback_dir = std::path::PathBuf::from("/somewhere/safe");
+    app.start();
+    answer_all(&mut app);
+    act(&mut app, &[Action::ToggleRecord, Action::NextUser]);
+    answer_all(&mut app);
+    // Quit while recording: the save is queued and the quit waits on it.
+    act(&mut app, &[Action::Quit]);
+    assert!(app.quit);
+    let saved = match app.outbox.iter().find(|c| super::state::is_save(c)) {
+        Some(Command::SaveSession(s)) => s.clone(),
+        other => panic!("{other:?}"),
+    };
+    app.outbox.clear();
+    act(
+        &mut app,
+        &[Action::Saved(Err(
+            "cannot save the session: sessions: Permission denied (os error 13)".into(),
+        ))],
+    );
+    // Not quitting, not dropped, and a path is offered.
+    assert!(!app.quit);
+    assert_eq!(app.unsaved.as_deref(), Some(&*saved));
+    assert!(app.status.contains("Permission denied"), "{}", app.status);
+    assert!(app.status.contains("2 users kept"), "{}", app.status);
+    assert_eq!(
+        app.ui.save_path.as_deref(),
+        Some("/somewhere/safe/atspeed-session.json")
+    );
+    let text = screen(&mut app, 120, 40);
+    assert!(
+        text.contains("save to") && text.contains("/somewhere/safe"),
+        "{text}"
+    );
+
+    // Keys now edit the path; enter saves there.
+    for _ in 0.."atspeed-session.json".len() {
+        act(&mut app, &[Action::PathBackspace]);
+    }
+    for c in "mine.json".chars() {
+        act(&mut app, &[Action::PathInput(c)]);
+    }
+    act(&mut app, &[Action::PathSubmit]);
+    match app.outbox.pop() {
+        Some(Command::SaveSessionAs { session, path }) => {
+            assert_eq!(session, saved);
+            assert_eq!(path, std::path::Path::new("/somewhere/safe/mine.json"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // That fails too: still kept, the prompt comes back.
+    act(
+        &mut app,
+        &[Action::Saved(Err("cannot save: read-only".into()))],
+    );
+    assert!(app.unsaved.is_some() && app.ui.save_path.is_some() && !app.quit);
+
+    // Esc keeps it for now; quitting warns instead of quitting.
+    act(&mut app, &[Action::Close, Action::Quit]);
+    assert!(!app.quit);
+    assert!(app.status.contains("not saved") && app.status.contains("q again"));
+    assert!(app.unsaved.is_some());
+    // r offers the path again; a save that works ends the pending quit.
+    act(&mut app, &[Action::ToggleRecord]);
+    assert!(app.ui.save_path.is_some());
+    act(&mut app, &[Action::PathSubmit]);
+    assert!(matches!(
+        app.outbox.pop(),
+        Some(Command::SaveSessionAs { .. })
+    ));
+    act(
+        &mut app,
+        &[Action::Saved(Ok(
+            "/somewhere/safe/atspeed-session.json".into()
+        ))],
+    );
+    assert!(app.unsaved.is_none());
+    assert!(app.quit, "the quit asked for before the failure completes");
+    assert!(app.farewell.iter().any(|l| l.contains("saved to")));
+
+    // Quitting twice drops an unsaved recording, and says so on the way out.
+    let mut app = fixtures::app(2);
+    app.start();
+    answer_all(&mut app);
+    act(&mut app, &[Action::ToggleRecord, Action::ToggleRecord]);
+    app.outbox.clear();
+    act(
+        &mut app,
+        &[Action::Saved(Err("cannot save".into())), Action::Close],
+    );
+    act(&mut app, &[Action::Quit]);
+    assert!(!app.quit);
+    act(&mut app, &[Action::Quit]);
+    assert!(app.quit);
+    assert!(app.unsaved.is_none());
+    assert!(
+        app.farewell
+            .iter()
+            .any(|l| l.contains("warning") && l.contains("1 users")),
+        "{:?}",
+        app.farewell
+    );
 }

@@ -8,6 +8,8 @@
 //! Every engine request carries a generation number; any change of user or parameters bumps it,
 //! so a reply that arrives for an older request is recognised and dropped.
 
+use std::path::PathBuf;
+
 use crate::decode::{DecodeParams, Mode};
 use crate::eval::speed::SpeedStats;
 use crate::ids::{Vocab, ID_LEN};
@@ -143,10 +145,15 @@ pub enum Command {
         params: RunParams,
     },
     /// Anything the engine is doing for an older generation may stop.
-    Cancel {
-        generation: u64,
-    },
+    Cancel { generation: u64 },
+    /// Save to a new file under `sessions/`.
     SaveSession(Box<Session>),
+    /// Save to the path the user typed after a failed save; an existing file there is not
+    /// replaced.
+    SaveSessionAs {
+        session: Box<Session>,
+        path: PathBuf,
+    },
 }
 
 /// User input and outside events, already decoded from terminal events.
@@ -162,6 +169,10 @@ pub enum Action {
     SearchInput(char),
     SearchBackspace,
     SearchSubmit,
+    /// Editing the save-path prompt (open after a failed save).
+    PathInput(char),
+    PathBackspace,
+    PathSubmit,
     ToggleMode,
     IncN,
     DecN,
@@ -195,7 +206,8 @@ pub enum Action {
         height: u16,
     },
     Engine(EngineEvent),
-    /// The event loop's answer to [`Command::SaveSession`].
+    /// The event loop's answer to [`Command::SaveSession`] and [`Command::SaveSessionAs`]:
+    /// the path written, or why nothing was.
     Saved(Result<String, String>),
     Tick,
     Quit,
@@ -247,6 +259,8 @@ pub struct Ui {
     pub help: bool,
     /// The search prompt's text while it is open.
     pub search: Option<String>,
+    /// The save-path prompt's text while it is open (after a failed save).
+    pub save_path: Option<String>,
     pub tab: Tab,
     pub focus: PanelId,
     pub scroll: Scroll,
@@ -276,6 +290,20 @@ pub struct App {
     pub stats: Vec<(RunParams, SpeedStats)>,
     /// Records of the users seen since `r` started a recording.
     pub recording: Option<Vec<UserRecord>>,
+    /// The recording being saved, until the event loop answers with [`Action::Saved`].
+    pub saving: Option<Box<Session>>,
+    /// A recording whose save failed: kept until a save succeeds, so a recording is never
+    /// dropped because a folder was not writable.
+    pub unsaved: Option<Box<Session>>,
+    /// Where the save-path prompt proposes to save when `sessions/` fails.
+    pub fallback_dir: PathBuf,
+    /// Quit once the pending save succeeds (the user quit while recording).
+    pub quit_after_save: bool,
+    /// The user was warned that quitting drops the unsaved recording; the next quit does.
+    pub discard_armed: bool,
+    /// Lines for the shell once the terminal is restored (where a recording went, or that it
+    /// was dropped).
+    pub farewell: Vec<String>,
     pub status: String,
     /// What the explorer narrated (phases, results); the log panel shows these when the
     /// tui-logger widget is not in use (tests, or another logger was installed first).
@@ -312,6 +340,12 @@ impl App {
             auto: false,
             stats: Vec::new(),
             recording: None,
+            saving: None,
+            unsaved: None,
+            fallback_dir: std::env::temp_dir(),
+            quit_after_save: false,
+            discard_armed: false,
+            farewell: Vec::new(),
             status: String::new(),
             narration: Vec::new(),
             use_tui_logger: false,
@@ -322,6 +356,7 @@ impl App {
                 height: 40,
                 help: false,
                 search: None,
+                save_path: None,
                 tab: Tab::Decode,
                 focus: PanelId::Beams,
                 scroll: Scroll::default(),
@@ -607,6 +642,11 @@ impl App {
     }
 
     fn toggle_record(&mut self) {
+        if self.recording.is_none() && self.unsaved.is_some() {
+            // The last recording is still unsaved: finish that first.
+            self.ask_save_path("the last recording is not saved yet");
+            return;
+        }
         match self.recording.take() {
             None => {
                 let mut rec = Vec::new();
@@ -628,9 +668,130 @@ impl App {
                     s.push(r);
                 }
                 self.status = format!("saving {} users...", s.users.len());
-                self.outbox.push(Command::SaveSession(Box::new(s)));
+                let s = Box::new(s);
+                self.saving = Some(s.clone());
+                self.outbox.push(Command::SaveSession(s));
             }
         }
+    }
+
+    /// Users in the unsaved recording.
+    fn unsaved_users(&self) -> usize {
+        self.unsaved.as_ref().map_or(0, |s| s.users.len())
+    }
+
+    /// Where the save-path prompt starts: a file in the fallback folder.
+    pub fn suggested_path(&self) -> String {
+        self.fallback_dir
+            .join("atspeed-session.json")
+            .display()
+            .to_string()
+    }
+
+    /// Opens the save-path prompt for the unsaved recording, saying why.
+    fn ask_save_path(&mut self, why: &str) {
+        let n = self.unsaved_users();
+        self.status = format!(
+            "{why}: recording of {n} users kept · enter a path to save it (esc: keep it for now)"
+        );
+        if self.ui.save_path.is_none() {
+            self.ui.save_path = Some(self.suggested_path());
+        }
+    }
+
+    fn saved(&mut self, result: Result<String, String>) {
+        match result {
+            Ok(path) => {
+                self.saving = None;
+                self.unsaved = None;
+                self.ui.save_path = None;
+                self.discard_armed = false;
+                self.status = format!("session saved to {path}");
+                self.narrate(self.status.clone());
+                self.farewell.push(format!("session saved to {path}"));
+                if self.quit_after_save {
+                    self.quit = true;
+                }
+            }
+            Err(e) => {
+                log::error!(target: "explorer", "{e}");
+                if let Some(s) = self.saving.take() {
+                    self.unsaved = Some(s);
+                }
+                if self.unsaved.is_none() {
+                    self.status = e;
+                    return;
+                }
+                // A quit waiting on this save waits for the user instead.
+                self.quit_after_save |= self.quit;
+                self.quit = false;
+                self.ask_save_path(&e);
+            }
+        }
+    }
+
+    fn submit_save_path(&mut self) {
+        let Some(path) = self.ui.save_path.take() else {
+            return;
+        };
+        let path = path.trim();
+        match &self.unsaved {
+            Some(s) if !path.is_empty() => {
+                self.status = format!("saving {} users to {path}...", s.users.len());
+                self.saving = Some(s.clone());
+                self.outbox.push(Command::SaveSessionAs {
+                    session: s.clone(),
+                    path: PathBuf::from(path),
+                });
+            }
+            Some(_) => self.ask_save_path("no path given"),
+            None => {}
+        }
+    }
+
+    /// The recording that would be lost on exit (running or unsaved), taken out of the app.
+    pub fn take_unsaved(&mut self) -> Option<Session> {
+        if let Some(s) = self.unsaved.take().or_else(|| self.saving.take()) {
+            return Some(*s);
+        }
+        let rec = self.recording.take().filter(|r| !r.is_empty())?;
+        let mut s = Session::new(self.header.clone());
+        for r in rec {
+            s.push(r);
+        }
+        Some(s)
+    }
+
+    fn quit(&mut self) {
+        if self.unsaved.is_some() {
+            if !self.discard_armed {
+                // Warn and ask again; quitting once more drops the recording.
+                self.discard_armed = true;
+                self.status = format!(
+                    "the recording of {} users is not saved: r asks for a path · q again quits \
+                     without it",
+                    self.unsaved_users()
+                );
+                return;
+            }
+            let n = self.unsaved_users();
+            self.unsaved = None;
+            self.farewell.push(format!(
+                "warning: quit without saving the recording of {n} users"
+            ));
+        }
+        // Quitting while recording keeps what was recorded.
+        if self.recording.as_ref().is_some_and(|r| !r.is_empty()) {
+            self.toggle_record();
+            self.quit_after_save = true;
+        }
+        if self.auto || self.pending.is_some() {
+            self.generation += 1;
+            self.outbox.push(Command::Cancel {
+                generation: self.generation,
+            });
+        }
+        self.quit = true;
     }
 
     fn toggle_auto(&mut self) {
@@ -685,6 +846,11 @@ impl App {
     }
 }
 
+/// Whether a command writes a session.
+pub fn is_save(c: &Command) -> bool {
+    matches!(c, Command::SaveSession(_) | Command::SaveSessionAs { .. })
+}
+
 /// Applies one action. Pure apart from `log` calls: effects go to `app.outbox`.
 pub fn update(app: &mut App, action: Action) {
     // While the search prompt is open, keys edit the query.
@@ -705,6 +871,22 @@ pub fn update(app: &mut App, action: Action) {
             if let Some(q) = app.ui.search.take() {
                 app.search(&q);
             }
+            return;
+        }
+        Action::PathInput(c) => {
+            if let Some(p) = &mut app.ui.save_path {
+                p.push(c);
+            }
+            return;
+        }
+        Action::PathBackspace => {
+            if let Some(p) = &mut app.ui.save_path {
+                p.pop();
+            }
+            return;
+        }
+        Action::PathSubmit => {
+            app.submit_save_path();
             return;
         }
         _ => {}
@@ -807,6 +989,12 @@ pub fn update(app: &mut App, action: Action) {
         Action::Close => {
             app.ui.help = false;
             app.ui.search = None;
+            if app.ui.save_path.take().is_some() {
+                app.status = format!(
+                    "recording of {} users not saved: r asks for a path again",
+                    app.unsaved_users()
+                );
+            }
         }
         Action::NextFocus => {
             if is_compact(app.ui.width, app.ui.height) {
@@ -829,28 +1017,14 @@ pub fn update(app: &mut App, action: Action) {
             app.ui.height = height;
         }
         Action::Engine(ev) => app.on_engine(ev),
-        Action::Saved(Ok(path)) => {
-            app.status = format!("session saved to {path}");
-            app.narrate(app.status.clone());
-        }
-        Action::Saved(Err(e)) => {
-            log::error!(target: "explorer", "{e}");
-            app.status = e;
-        }
+        Action::Saved(result) => app.saved(result),
         Action::Tick => app.ui.ticks = app.ui.ticks.wrapping_add(1),
-        Action::Quit => {
-            // Quitting while recording keeps what was recorded.
-            if app.recording.as_ref().is_some_and(|r| !r.is_empty()) {
-                app.toggle_record();
-            }
-            if app.auto || app.pending.is_some() {
-                app.generation += 1;
-                app.outbox.push(Command::Cancel {
-                    generation: app.generation,
-                });
-            }
-            app.quit = true;
-        }
-        Action::SearchInput(_) | Action::SearchBackspace | Action::SearchSubmit => {}
+        Action::Quit => app.quit(),
+        Action::SearchInput(_)
+        | Action::SearchBackspace
+        | Action::SearchSubmit
+        | Action::PathInput(_)
+        | Action::PathBackspace
+        | Action::PathSubmit => {}
     }
 }

@@ -22,6 +22,7 @@ pub fn render(app: &mut App, frame: &mut Frame) {
     let area = frame.area();
     if layout::too_small(area.width, area.height) {
         too_small(frame, area);
+        scrub(frame.buffer_mut());
         return;
     }
     for (panel, rect) in layout::panels(app, area) {
@@ -40,6 +41,19 @@ pub fn render(app: &mut App, frame: &mut Frame) {
     }
     if app.ui.help {
         panels::help::render(frame, area);
+    }
+    scrub(frame.buffer_mut());
+}
+
+/// Replaces any cell holding a control character with `�`. Titles, tokens, file names and
+/// messages come from files; ratatui drops control characters from spans, but not every widget
+/// writes through spans (the log widget sets cell symbols itself), and one ESC reaching the
+/// terminal would act on it. This pass over the finished frame covers every panel at once.
+pub fn scrub(buf: &mut ratatui::buffer::Buffer) {
+    for cell in buf.content.iter_mut() {
+        if cell.symbol().contains(char::is_control) {
+            cell.set_symbol("\u{FFFD}");
+        }
     }
 }
 

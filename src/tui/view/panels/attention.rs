@@ -70,7 +70,11 @@ fn visible(app: &App) -> Option<(&RoundTrace, usize)> {
             return Some((v.round, n));
         }
         // A round that drafted nothing has no mask: keep showing the last one that had.
-        let last = c.run.trace.rounds[..v.round.round]
+        let last = c
+            .run
+            .trace
+            .rounds
+            .get(..v.round.round)?
             .iter()
             .rev()
             .find(|r| !r.nodes.is_empty())?;

@@ -92,8 +92,15 @@ pub fn tree_lines(v: &RoundView, vocab: &Vocab) -> Vec<Line<'static>> {
         if !visible(i) {
             continue;
         }
+        // Sessions are validated on load; an index that is still out of range is skipped
+        // rather than trusted.
         match nd.parent {
-            Some(p) => kids[p].push(i),
+            Some(p) if p < i => {
+                if let Some(k) = kids.get_mut(p) {
+                    k.push(i)
+                }
+            }
+            Some(_) => {}
             None => {
                 let root = nd.root.min(tops.len() - 1);
                 tops[root].push(i)
@@ -109,10 +116,9 @@ pub fn tree_lines(v: &RoundView, vocab: &Vocab) -> Vec<Line<'static>> {
     let rooted = r.start_depth > 0;
     for (ri, top) in tops.iter().enumerate() {
         if rooted {
-            if top.is_empty() {
+            let Some(root) = r.roots.get(ri).filter(|_| !top.is_empty()) else {
                 continue;
-            }
-            let root = &r.roots[ri];
+            };
             lines.push(Line::from(vec![
                 Span::styled("▸ ", theme::dim()),
                 Span::raw(vocab.render(&root.tokens)),

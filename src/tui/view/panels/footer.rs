@@ -1,4 +1,4 @@
-//! The footer: key hints from the key table, or the search prompt while it is open.
+//! The footer: key hints from the key table, or the search or save-path prompt while open.
 
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Style};
@@ -11,6 +11,15 @@ use crate::tui::state::App;
 use crate::tui::view::theme;
 
 pub fn render(app: &App, frame: &mut Frame, area: Rect) {
+    if let Some(p) = &app.ui.save_path {
+        let line = Line::from(vec![
+            Span::styled(" save to ", Style::new().fg(Color::Black).bg(Color::Red)),
+            Span::raw(format!(" {p}▏")),
+            Span::styled("  enter saves · esc keeps it unsaved", theme::dim()),
+        ]);
+        frame.render_widget(Paragraph::new(line), area);
+        return;
+    }
     let line = match &app.ui.search {
         Some(q) => Line::from(vec![
             Span::styled(" / ", Style::new().fg(Color::Black).bg(Color::Yellow)),
