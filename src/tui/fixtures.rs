@@ -278,6 +278,8 @@ fn build_round(
                 target_score: Some(c.target_score),
                 in_target_topk: false,
                 verdict: Verdict::Pending,
+                draft_rank: None,
+                test: None,
             });
         }
     }
@@ -414,10 +416,12 @@ fn build_round(
             mask_rows,
         },
         accepted: acc,
+        checks: Vec::new(),
         target_step: TargetStep {
             depth,
             kind,
             resampled: vec![kind == TargetStepKind::Resampled; beams.len()],
+            draws: vec![None; beams.len()],
             beams,
             drafted_node,
         },

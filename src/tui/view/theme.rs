@@ -20,7 +20,8 @@ pub fn depth_color(d: usize) -> Color {
 pub fn verdict_color(v: Verdict) -> Color {
     match v {
         Verdict::Accepted => Color::Green,
-        Verdict::Rejected => Color::Red,
+        Verdict::Rejected | Verdict::Failed => Color::Red,
+        Verdict::NotKept => Color::Yellow,
         Verdict::Pending => Color::DarkGray,
     }
 }
@@ -29,6 +30,8 @@ pub fn verdict_name(v: Verdict) -> &'static str {
     match v {
         Verdict::Accepted => "accepted",
         Verdict::Rejected => "rejected",
+        Verdict::Failed => "failed",
+        Verdict::NotKept => "not kept",
         Verdict::Pending => "pending",
     }
 }
