@@ -317,6 +317,9 @@ struct BenchArgs {
     /// Write the full report as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Draw WS and AS against K, and acceptance against N per drafted depth, as an SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -583,6 +586,10 @@ fn bench(a: BenchArgs) -> Result<()> {
     println!("{}", report.table());
     if let Some(path) = &a.json {
         checkpoint::write_atomic(path, &serde_json::to_vec_pretty(&report)?)?;
+        println!("wrote {}", path.display());
+    }
+    if let Some(path) = &a.plot {
+        atspeed::plot::write_svg(path, &atspeed::plot::bench_svg(&report)?)?;
         println!("wrote {}", path.display());
     }
     Ok(report.strict_verdict()?)
