@@ -196,6 +196,12 @@ fn perform(app: &mut App, worker: &Worker) -> Result<()> {
                     .map_err(|e| format!("cannot save the session: {e}"));
                 update(app, Action::Saved(result));
             }
+            Command::ExportRound { user, round, run } => {
+                let result =
+                    super::export::write_round(&app.vocab, &app.header.device, user, round, &run)
+                        .map_err(|e| format!("cannot write the round: {e}"));
+                update(app, Action::Saved(result));
+            }
             other => {
                 if !worker.send(other) {
                     return Err(Error::Terminal(
