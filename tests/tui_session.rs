@@ -75,7 +75,7 @@ fn a_saved_session_replays_without_a_model() {
     assert_eq!(c.run, s.users[0].run);
     let text = screen(&mut app, 120, 40);
     assert!(text.contains("REPLAY"), "{text}");
-    assert!(text.contains("target-only list: identical"), "{text}");
+    assert!(text.contains("identical to target-only"), "{text}");
 
     // The relaxed run of the same user was recorded too.
     update(&mut app, Action::ToggleMode);

@@ -174,7 +174,7 @@ impl Tuner {
 
     fn maybe_prune(&mut self) {
         let Some(p) = self.prune else { return };
-        if p.every == 0 || self.user % p.every != 0 {
+        if p.every == 0 || !self.user.is_multiple_of(p.every) {
             return;
         }
         let best = self.best_mean();

@@ -224,6 +224,7 @@ fn serve(
                     user,
                     a: Box::new(a),
                     b: Box::new(b),
+                    auto: false,
                 },
                 Err(e) => failed(generation, e),
             }
@@ -232,16 +233,35 @@ fn serve(
             generation,
             from,
             params,
+            other_draft,
         } => {
+            let other = other_draft.map(|draft| RunParams {
+                draft,
+                ..params.clone()
+            });
             for user in from..engine.num_users() {
                 if !current(generation) {
                     return true;
                 }
-                let ev = match engine.decode(user, &params) {
-                    Ok(run) => EngineEvent::Decoded {
+                let decoded = engine.decode(user, &params).and_then(|a| {
+                    let b = match &other {
+                        Some(o) => Some(engine.decode(user, o)?),
+                        None => None,
+                    };
+                    Ok((a, b))
+                });
+                let ev = match decoded {
+                    Ok((run, None)) => EngineEvent::Decoded {
                         generation,
                         user,
                         run: Box::new(run),
+                        auto: true,
+                    },
+                    Ok((a, Some(b))) => EngineEvent::Compared {
+                        generation,
+                        user,
+                        a: Box::new(a),
+                        b: Box::new(b),
                         auto: true,
                     },
                     Err(e) => {
@@ -364,7 +384,7 @@ mod tests {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while !gens.contains(&3) && std::time::Instant::now() < deadline {
             if let Ok(ev) = rx.try_recv() {
-                gens.push(ev.generation());
+                gens.extend(ev.generation());
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -376,6 +396,7 @@ mod tests {
             generation: 4,
             from: 0,
             params: params(4),
+            other_draft: None,
         });
         let mut users = Vec::new();
         loop {

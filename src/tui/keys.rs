@@ -77,7 +77,7 @@ pub static BINDINGS: &[Binding] = &[
     bind(
         &[Char(' ')],
         "space",
-        "show the next phase: draft depth, verify, accept, target step",
+        "next phase: draft depth, verify, accept, target step",
         Some(("space", "step")),
         Show::Always,
         || Action::Step,
@@ -105,7 +105,7 @@ pub static BINDINGS: &[Binding] = &[
         &[Char('/')],
         "/",
         "search a user by id or by a title in its history",
-        Some(("/", "search")),
+        None,
         Show::Wide,
         || Action::SearchStart,
     ),
@@ -168,8 +168,8 @@ pub static BINDINGS: &[Binding] = &[
     bind(
         &[Char('t')],
         "t",
-        "drafted shape: tuned for this device / the paper's N 40, gamma 3",
-        Some(("t", "tuned/paper")),
+        "drafted shape: tuned here / the paper's N 40, gamma 3",
+        Some(("t", "preset")),
         Show::Wide,
         || Action::TogglePreset,
     ),
@@ -208,7 +208,7 @@ pub static BINDINGS: &[Binding] = &[
     bind(
         &[Char('x')],
         "x",
-        "write the round on screen as an SVG (atspeed-userU-roundR.svg)",
+        "write the round on screen as an SVG file",
         None,
         Show::Wide,
         || Action::ExportRound,
@@ -232,7 +232,7 @@ pub static BINDINGS: &[Binding] = &[
     bind(
         &[Char('z')],
         "z",
-        "tree attention: zoom the grid (1, 2 or 4 tokens per cell)",
+        "tree attention: 1, 2 or 4 tokens per grid cell",
         None,
         Show::Wide,
         || Action::Zoom,
@@ -275,7 +275,7 @@ pub static BINDINGS: &[Binding] = &[
     bind(
         &[Up],
         "up",
-        "scroll the focused panel up (wheel: the panel under the mouse)",
+        "scroll the focused panel up (wheel: panel under mouse)",
         None,
         Show::Wide,
         || Action::Scroll { dy: -1, dx: 0 },
@@ -417,7 +417,9 @@ mod tests {
             Some(Action::SelectTab(Tab::Results))
         ));
         assert!(matches!(press(&app, Char('q')), Some(Action::Quit)));
-        assert!(press(&app, Char('z')).is_none());
+        assert!(matches!(press(&app, Char('t')), Some(Action::TogglePreset)));
+        assert!(matches!(press(&app, Char('z')), Some(Action::Zoom)));
+        assert!(press(&app, Char('j')).is_none());
         app.ui.search = Some(String::new());
         assert!(matches!(
             press(&app, Char('q')),

@@ -239,7 +239,7 @@ impl Engine for LiveEngine {
         };
         let base = || beam_search(&self.target, &self.dataset.trie, &prompt, k);
         // Both timed now, side by side, first one then the other.
-        let (b, trace) = if self.decodes % 2 == 0 {
+        let (b, trace) = if self.decodes.is_multiple_of(2) {
             let b = base()?;
             (b, spec(&mut rng)?)
         } else {

@@ -101,6 +101,8 @@ pub enum PanelId {
     Recs,
     Speedup,
     Log,
+    /// The compact layout's line of narration above the footer.
+    Caption,
     Footer,
 }
 
@@ -148,11 +150,13 @@ pub enum EngineEvent {
         auto: bool,
     },
     /// The same user decoded with the current draft (`a`) and the comparison draft (`b`).
+    /// `auto` marks results of an auto-run that compares.
     Compared {
         generation: u64,
         user: usize,
         a: Box<UserRun>,
         b: Box<UserRun>,
+        auto: bool,
     },
     /// An auto-run reached the last user.
     AutoDone {
@@ -206,11 +210,13 @@ pub enum Command {
         params: RunParams,
         other_draft: String,
     },
-    /// Decode users `from`, `from + 1`, .. until the generation changes.
+    /// Decode users `from`, `from + 1`, .. until the generation changes; with `other_draft`,
+    /// each with both drafts (an auto-run while comparing).
     Auto {
         generation: u64,
         from: usize,
         params: RunParams,
+        other_draft: Option<String>,
     },
     /// Anything the engine is doing for an older generation may stop.
     Cancel {
@@ -775,11 +781,21 @@ impl App {
                 }
                 self.follow_round();
             }
-            EngineEvent::Compared { user, a, b, .. } => {
-                self.pending = None;
+            EngineEvent::Compared {
+                user, a, b, auto, ..
+            } => {
                 self.record_result(user, &a);
                 self.record_result(user, &b);
-                let cursor = self.cursor_for(&a);
+                let cursor = if auto {
+                    if self.user != user {
+                        self.ui.scroll = Scroll::default();
+                    }
+                    self.user = user;
+                    phase::phases(&a.trace).len()
+                } else {
+                    self.pending = None;
+                    self.cursor_for(&a)
+                };
                 self.current = Some(Current {
                     run: *a,
                     other: Some(*b),
@@ -804,7 +820,7 @@ impl App {
 
     fn narrate_cursor(&mut self) {
         if let Some(c) = &self.current {
-            if let Some(line) = phase::narrate(&c.run.trace, c.cursor) {
+            if let Some(line) = phase::narrate(&c.run.trace, c.cursor, &self.vocab) {
                 self.narrate(line);
             }
         }
@@ -944,12 +960,12 @@ impl App {
         } else if !self.users.is_empty() {
             self.generation += 1;
             self.auto = true;
-            self.compare = None;
             self.pending = Some(self.generation);
             self.outbox.push(Command::Auto {
                 generation: self.generation,
                 from: self.user,
                 params: self.run_params(),
+                other_draft: self.compare.map(|i| self.draft_name(i)),
             });
             self.status = "auto-run: a stops".into();
         }

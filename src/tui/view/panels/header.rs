@@ -49,7 +49,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
         Span::raw(" "),
         mode,
         Span::raw(format!(
-            " N {}{}  K {}  gamma {} ",
+            " N {}{}  K {}  gamma {}",
             p.n,
             p.draft_mass
                 .map(|m| format!(" (mass {m})"))
@@ -59,6 +59,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
         )),
     ];
     if let Some((text, style)) = shape_note(app) {
+        second.push(Span::raw(" "));
         second.push(Span::styled(text, style));
     }
     second.push(Span::raw(format!(" · seed {} · {state}", h.seed)));
