@@ -373,13 +373,21 @@ fn node_line(
 fn target_step_lines(lines: &mut Vec<Line<'static>>, v: &RoundView, vocab: &Vocab, width: usize) {
     let step = &v.round.target_step;
     let own = step.drafted_node.iter().filter(|d| d.is_none()).count();
-    let head = format!(
-        "target {} step at depth {}: {} beams, {} not drafted",
-        phase::kind_name(step.kind),
-        step.depth,
-        step.beams.len(),
-        own
-    );
+    let head = match step.kind {
+        TargetStepKind::Bonus | TargetStepKind::Plain => format!(
+            "target {} step at depth {}: its own top-{} there",
+            phase::kind_name(step.kind),
+            step.depth,
+            step.beams.len()
+        ),
+        _ => format!(
+            "target {} step at depth {}: {} beams, {} not drafted",
+            phase::kind_name(step.kind),
+            step.depth,
+            step.beams.len(),
+            own
+        ),
+    };
     for l in theme::wrap(&head, width) {
         lines.push(Line::styled(l, theme::bold()));
     }
