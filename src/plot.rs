@@ -61,12 +61,17 @@ pub fn bench_svg(report: &BenchReport) -> Result<String> {
         let tops = top.split_evenly((1, 2));
         let ks: Vec<f64> = report.per_k.iter().map(|r| r.k as f64).collect();
         let kmax = ks.iter().copied().fold(1.0, f64::max);
-        let shapes: String = report
-            .per_k
-            .iter()
-            .map(|r| format!("K {}: N {} g {}", r.k, r.n, r.gamma))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let first = report.per_k.first().map(|r| (r.n, r.gamma));
+        let shapes: String = if report.per_k.iter().all(|r| Some((r.n, r.gamma)) == first) {
+            first.map_or(String::new(), |(n, g)| format!("N {n}, gamma {g}"))
+        } else {
+            report
+                .per_k
+                .iter()
+                .map(|r| format!("{}: {}/{}", r.k, r.n, r.gamma))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
         let ws_max = report
             .per_k
             .iter()

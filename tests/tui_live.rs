@@ -276,6 +276,13 @@ fn explorer_and_bench_agree_on_per_depth_acceptance() {
         seed: 0,
     };
     let report = run_bench(&ds, &target, &draft, &cfg, "cpu", |_, _| {}).unwrap();
+    // The bench reports acceptance against N per drafted depth, and draws it (`bench --plot`).
+    let curves = &report.per_k[0].width_curves;
+    assert!(!curves.is_empty() && curves[0].depth == 1);
+    let at_n = curves[0].points.iter().find(|p| p.0 == 4).map(|p| p.1);
+    assert_eq!(at_n, Some(report.per_k[0].depth_acceptance[0]));
+    let svg = atspeed::plot::bench_svg(&report).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("acceptance against N, drafted depth 1"));
     let first_test_user = ds.test_samples(20)[0].user;
     let ctx = ExplorerContext {
         dataset: ds.clone(),

@@ -93,6 +93,24 @@ fn a_saved_session_replays_without_a_model() {
     assert!(screen(&mut app, 80, 24).contains("not recorded"));
 }
 
+/// `atspeed replay FILE --export-svg DIR`: every recorded round as a picture.
+#[test]
+fn a_session_exports_every_round_as_svg() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lesson.json");
+    let s = recorded();
+    s.save(&path).unwrap();
+    let out = dir.path().join("svg");
+    let files = atspeed::tui::export::export_session(&path, &out).unwrap();
+    let rounds: usize = s.users.iter().map(|r| r.run.trace.rounds.len()).sum();
+    assert_eq!(files.len(), rounds);
+    for f in &files {
+        let svg = std::fs::read_to_string(f).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("target step at depth"));
+    }
+    assert!(files[0].ends_with("user3-atspeed-s-strict-N6-K3-gamma3-round1.svg"));
+}
+
 #[test]
 fn bad_session_files_are_reported_with_their_name() {
     let dir = tempfile::tempdir().unwrap();

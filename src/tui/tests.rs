@@ -135,6 +135,29 @@ fn snapshot_main_80x24_tabs() {
     insta::assert_snapshot!("main_80x24_results", results);
 }
 
+/// The attention panel's block grid zoomed out, and the speedup panel's acceptance-against-N
+/// chart, at both sizes.
+#[test]
+fn snapshot_width_chart_and_zoomed_grid() {
+    let mut app = explored();
+    act(
+        &mut app,
+        &[
+            Action::ToggleChart,
+            Action::NextBlock,
+            Action::NextBlock,
+            Action::Zoom,
+        ],
+    );
+    assert_eq!((app.ui.block, app.ui.zoom), (2, 2));
+    let wide = screen(&mut app, 120, 40);
+    assert!(wide.contains("N for 90%") && wide.contains("grid: depth 2 · 2/cell"));
+    act(&mut app, &[Action::SelectTab(Tab::Results)]);
+    let narrow = screen(&mut app, 80, 24);
+    insta::assert_snapshot!("width_chart_120x40", wide);
+    insta::assert_snapshot!("width_chart_80x24", narrow);
+}
+
 #[test]
 fn snapshot_help_overlay() {
     let mut app = explored();
