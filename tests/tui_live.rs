@@ -285,7 +285,7 @@ fn explorer_and_bench_agree_on_per_depth_acceptance() {
     assert!(pts.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
     assert_eq!(pts.last().unwrap().1, 1.0);
     let acc = report.per_k[0].depth_acceptance[0];
-    let below = pts.iter().filter(|p| p.0 <= 4).last().unwrap().1;
+    let below = pts.iter().rfind(|p| p.0 <= 4).unwrap().1;
     let above = pts.iter().find(|p| p.0 >= 4).unwrap().1;
     assert!(below <= acc && acc <= above, "{pts:?} {acc}");
     let svg = atspeed::plot::bench_svg(&report).unwrap();
