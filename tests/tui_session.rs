@@ -215,8 +215,9 @@ fn shipped_strict_session_snapshot() {
 /// - `strict-demo.json`: users 1423, 1, 2 and 7 with the paper's shape (N 40, gamma 3, K 20)
 ///   and AtSpeed-S, so rounds show rejected depths with the target beams the draft missed; user
 ///   1 also with SFT (`d` on it compares drafts).
-/// - `relaxed-demo.json`: relaxed users first (so the replay opens in relaxed mode) with
-///   AtSpeed-R, rounds that resample from the residual; user 7 also with AtSpeed-S.
+/// - `relaxed-demo.json`: relaxed users only (so the replay opens in relaxed mode) with
+///   AtSpeed-R, rounds that resample from the residual (user 12's first); user 7 also with
+///   AtSpeed-S.
 #[test]
 #[ignore = "writes sessions/ from the shipped models; run by hand"]
 fn record_shipped_sessions() {
@@ -281,7 +282,8 @@ fn record_shipped_sessions() {
     }
     strict.push(record(&mut engine, 1, Mode::Strict, "sft"));
     let mut relaxed = Session::new(app.header.clone());
-    for uid in [7, 12, 13, 14] {
+    // User 12 first: its first round resamples.
+    for uid in [12, 7, 13, 14] {
         relaxed.push(record(&mut engine, uid, Mode::Relaxed, "atspeed-r"));
     }
     relaxed.push(record(&mut engine, 7, Mode::Relaxed, "atspeed-s"));

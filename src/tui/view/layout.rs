@@ -84,8 +84,8 @@ pub fn panels(app: &App, area: Rect) -> Vec<(PanelId, Rect)> {
             // number.
             let [user, beams, grid] = top.layout(&Layout::horizontal([
                 Constraint::Length(USER_WIDTH),
-                Constraint::Percentage(42),
-                Constraint::Fill(1),
+                Constraint::Fill(3),
+                Constraint::Fill(2),
             ]));
             out.push((PanelId::User, user));
             out.push((PanelId::Beams, beams));

@@ -133,7 +133,7 @@ fn shape_lines(r: &RoundTrace, shown: usize, block: usize, zoom: usize) -> Vec<L
         ),
         theme::dim(),
     )];
-    lines.push(Line::styled("depth  n  pos  each sees", theme::dim()));
+    lines.push(Line::styled("depth  n  pos each sees", theme::dim()));
     let deepest = r.nodes[..shown].iter().map(|n| n.depth).max().unwrap_or(0);
     for d in 1..=deepest {
         let idx: Vec<usize> = (0..shown).filter(|&i| r.nodes[i].depth == d).collect();
@@ -158,7 +158,7 @@ fn shape_lines(r: &RoundTrace, shown: usize, block: usize, zoom: usize) -> Vec<L
         let sees = if anc == "0" {
             "itself".to_string()
         } else {
-            format!("itself+{anc} ancestor{}", if anc == "1" { "" } else { "s" })
+            format!("itself + {anc} anc.")
         };
         let mark = if d == block { "▸" } else { " " };
         lines.push(Line::from(vec![
@@ -167,7 +167,7 @@ fn shape_lines(r: &RoundTrace, shown: usize, block: usize, zoom: usize) -> Vec<L
                 format!("{:<3}", r.start_depth + d),
                 Style::new().fg(theme::depth_color(d)),
             ),
-            Span::raw(format!("{:>4} {:>4}  {sees}", idx.len(), pos)),
+            Span::raw(format!("{:>4} {:>4} {sees}", idx.len(), pos)),
         ]));
     }
     lines.push(Line::styled(
