@@ -93,6 +93,41 @@ fn a_saved_session_replays_without_a_model() {
     assert!(screen(&mut app, 80, 24).contains("not recorded"));
 }
 
+/// A session written before the verifier's findings were recorded (no `checks`, `draft_rank`,
+/// `test`, `draws`) still loads and replays to the end, its captions saying what it can.
+#[test]
+fn sessions_without_the_findings_still_replay() {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for key in ["checks", "draft_rank", "test", "draws"] {
+                    m.remove(key);
+                }
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.json");
+    let mut v = serde_json::to_value(recorded()).unwrap();
+    strip(&mut v);
+    assert!(!v.to_string().contains("\"checks\""));
+    std::fs::write(&path, v.to_string()).unwrap();
+    let old = Session::load(&path).unwrap();
+    let (mut app, mut engine) = replay::replay_app(&old, &path);
+    app.start();
+    serve(&mut app, &mut engine);
+    for _ in 0..5 {
+        update(&mut app, Action::Step);
+    }
+    let text = screen(&mut app, 120, 40);
+    assert!(text.contains("of 3 drafted depths accepted"), "{text}");
+    update(&mut app, Action::RunToEnd);
+    assert!(screen(&mut app, 120, 40).contains("identical to target-only"));
+}
+
 /// `atspeed replay FILE --export-svg DIR`: every recorded round as a picture.
 #[test]
 fn a_session_exports_every_round_as_svg() {

@@ -514,6 +514,22 @@ fn mouse_wheel_scrolls_the_panel_under_it() {
 }
 
 #[test]
+fn x_queues_the_round_on_screen_for_an_svg() {
+    let mut app = explored();
+    act(&mut app, &[Action::ExportRound]);
+    match app.outbox.pop() {
+        Some(Command::ExportRound { user, round, run }) => {
+            assert_eq!((user, round), (1, 0));
+            assert_eq!(run.trace, app.current.as_ref().unwrap().run.trace);
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut empty = fixtures::app(1);
+    act(&mut empty, &[Action::ExportRound]);
+    assert!(empty.outbox.is_empty() && empty.status.contains("nothing to export"));
+}
+
+#[test]
 fn failures_show_in_the_status_line() {
     let mut app = fixtures::app(2);
     app.start();
