@@ -416,6 +416,30 @@ fn the_explorer_tunes_its_shape_in_the_background_and_caches_it() {
     assert_eq!(app.params.decode.n, tuned.n);
     assert!(cache.exists());
 
+    // A shape that arrives while a user is being stepped through waits for the next user.
+    let (mut app, mut engine) = make();
+    app.start();
+    app.outbox.clear();
+    let generation = app.generation;
+    let run = engine.decode(0, &app.run_params()).unwrap();
+    update(
+        &mut app,
+        Action::Engine(EngineEvent::Decoded {
+            generation,
+            user: 0,
+            run: Box::new(run),
+            auto: false,
+        }),
+    );
+    update(&mut app, Action::Step);
+    update(&mut app, Action::Engine(EngineEvent::Tuned(tuned.clone())));
+    assert!(app.shapes.deferred);
+    assert_eq!(app.params.decode.n, PAPER_N);
+    assert!(app.current.is_some(), "the round on screen stays");
+    update(&mut app, Action::NextUser);
+    assert!(!app.shapes.deferred);
+    assert_eq!(app.params.decode.n, tuned.n);
+
     // A second start on the same machine, models and data: tuned at once, from the cache.
     let (_, mut again) = make();
     match again.tune(tune) {

@@ -78,6 +78,9 @@ pub struct Shapes {
     pub tuning: Option<(TuneFor, usize, usize)>,
     /// Tunings asked for (asked once each).
     pub asked: Vec<TuneFor>,
+    /// A tuned shape arrived while a user was being stepped through: it applies from the next
+    /// user rather than pulling the round away.
+    pub deferred: bool,
 }
 
 /// Below this size (but above the minimum the view can draw) panels are grouped into tabs.
@@ -419,6 +422,7 @@ impl App {
                 tuned: Vec::new(),
                 tuning: None,
                 asked: Vec::new(),
+                deferred: false,
             },
             generation: 0,
             pending: None,
@@ -560,7 +564,11 @@ impl App {
         let current = t.what == self.tune_for();
         self.shapes.tuned.retain(|x| x.what != t.what);
         self.shapes.tuned.push(t);
-        if current && self.apply_shape() {
+        let stepping = !self.auto && self.current.as_ref().is_some_and(|c| c.cursor > 0);
+        if current && self.shapes.preset == Preset::Tuned && !self.shapes.custom && stepping {
+            self.shapes.deferred = true;
+            self.status = "tuned shape ready: it applies from the next user".into();
+        } else if current && self.apply_shape() {
             self.reshape();
         }
     }
@@ -885,6 +893,9 @@ impl App {
 
     fn goto_user(&mut self, user: usize) {
         self.user = user;
+        if std::mem::take(&mut self.shapes.deferred) {
+            self.apply_shape();
+        }
         self.request(Intent::Start);
     }
 

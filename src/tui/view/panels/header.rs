@@ -106,6 +106,10 @@ pub fn shape_note(app: &App) -> Option<(String, Style)> {
         )
     } else {
         match (s.preset, app.tuned_shape()) {
+            (Preset::Tuned, Some(_)) if s.deferred => (
+                "(paper preset · tuned shape from the next user)".to_string(),
+                Style::new().fg(Color::Black).bg(Color::Yellow),
+            ),
             (Preset::Tuned, Some(t)) => (
                 format!(
                     "(tuned for {dev}{} · t: paper N 40 gamma 3)",
