@@ -245,7 +245,8 @@ fn shipped_strict_session_snapshot() {
 
 /// Re-records the shipped sessions from the shipped models and data (run it by hand:
 /// `cargo test --release --test tui_session -- --ignored record_shipped_sessions`). The traces
-/// are deterministic (fixed seed); the timings are those of the machine that records.
+/// are deterministic (fixed seed); the timings are those of the machine that records, the median
+/// of five decodes of each run.
 ///
 /// - `strict-demo.json`: users 1423, 1, 2 and 7 with the paper's shape (N 40, gamma 3, K 20)
 ///   and AtSpeed-S, so rounds show rejected depths with the target beams the draft missed; user
@@ -301,7 +302,16 @@ fn record_shipped_sessions() {
             decode: paper(mode),
             draft: draft.to_string(),
         };
-        let run = engine.decode(user, &params).unwrap();
+        // The trace is the same every time; the timings are not. Keep the decode with the
+        // median speculative time, and the median target-only time.
+        let mut runs: Vec<_> = (0..5)
+            .map(|_| engine.decode(user, &params).unwrap())
+            .collect();
+        let mut base: Vec<f64> = runs.iter().map(|r| r.baseline.time_ms).collect();
+        base.sort_by(f64::total_cmp);
+        runs.sort_by(|a, b| a.trace.wall_ms.total_cmp(&b.trace.wall_ms));
+        let mut run = runs.swap_remove(2);
+        run.baseline.time_ms = base[2];
         UserRecord {
             user: app.users[user].clone(),
             run,
