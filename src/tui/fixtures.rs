@@ -246,6 +246,29 @@ fn extend(parents: &[Parent], level: usize, salt: u32) -> Vec<Cand> {
     out
 }
 
+/// The drafted beams `chosen` (indices into `cands`) as the parents of the next depth.
+fn kept(
+    chosen: &[usize],
+    drafted_at: &[Option<usize>],
+    nodes: &[DraftNode],
+    paths: &[Vec<u32>],
+    cands: &[Cand],
+) -> Vec<Parent> {
+    chosen
+        .iter()
+        .map(|&i| {
+            let j = drafted_at[i].expect("kept beams are drafted");
+            (
+                Some(j),
+                nodes[j].root,
+                paths[j].clone(),
+                nodes[j].draft_score,
+                cands[i].target_score,
+            )
+        })
+        .collect()
+}
+
 /// One round, built the way the decoder builds it: the draft's beam search keeps the N best
 /// candidates per depth by draft score; the verifier walks the depths with the real rules
 /// (strict: the target's top-K all drafted; relaxed: u <= p/q, at least K passing) and records
@@ -414,19 +437,7 @@ fn build_round(
                 break;
             }
             accepted = d;
-            kept_parents = order
-                .iter()
-                .map(|&i| {
-                    let j = drafted_at[i].expect("accepted depths are drafted");
-                    (
-                        Some(j),
-                        nodes[j].root,
-                        paths[j].clone(),
-                        nodes[j].draft_score,
-                        cands[i].target_score,
-                    )
-                })
-                .collect();
+            kept_parents = kept(&order, &drafted_at, &nodes, &paths, &cands);
         } else {
             // Relaxed: the target disagrees by taking most of its mass off the drafted beams.
             if disagree {
@@ -501,19 +512,7 @@ fn build_round(
                 passed.truncate(k);
                 checks.push(check);
                 accepted = d;
-                kept_parents = passed
-                    .iter()
-                    .map(|&i| {
-                        let j = drafted_at[i].expect("examined");
-                        (
-                            Some(j),
-                            nodes[j].root,
-                            paths[j].clone(),
-                            nodes[j].draft_score,
-                            cands[i].target_score,
-                        )
-                    })
-                    .collect();
+                kept_parents = kept(&passed, &drafted_at, &nodes, &paths, &cands);
                 continue;
             }
             // Too few passed: keep them, draw the rest from the residual, largest first.
