@@ -8,9 +8,10 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style};
 use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Axis, Chart, Dataset, GraphType, Paragraph};
+use ratatui::widgets::{Chart, Dataset, GraphType, Paragraph};
 use ratatui::Frame;
 
+use super::speedup;
 use crate::eval::speed::{width_grid, SpeedStats};
 use crate::session::RunParams;
 
@@ -78,7 +79,7 @@ fn curves(app: &App, a: &RunParams, b: &RunParams, frame: &mut Frame, area: Rect
         return;
     }
     let grid = width_grid(k, widest);
-    let lx = |n: usize| (n.max(1) as f64).log2();
+    let lx = speedup::lx;
     let series = |s: &SpeedStats, d: usize| -> Vec<(f64, f64)> {
         s.acceptance_at_widths(d, &grid)
             .map(|acc| grid.iter().map(|&n| lx(n)).zip(acc).collect())
@@ -122,8 +123,6 @@ fn curves(app: &App, a: &RunParams, b: &RunParams, frame: &mut Frame, area: Rect
                 .data(pts)
         })
         .collect();
-    let x0 = lx(grid[0]);
-    let x1 = lx(*grid.last().unwrap_or(&k)).max(x0 + 1.0);
     let [key, area] = area.layout(&Layout::vertical([
         Constraint::Length(1),
         Constraint::Fill(1),
@@ -144,24 +143,8 @@ fn curves(app: &App, a: &RunParams, b: &RunParams, frame: &mut Frame, area: Rect
         ])),
         key,
     );
-    let chart = Chart::new(sets)
-        .hidden_legend_constraints((Constraint::Length(0), Constraint::Length(0)))
-        .x_axis(
-            Axis::default()
-                .title("N")
-                .bounds([x0, x1])
-                .labels([
-                    format!("{}", grid[0]),
-                    format!("{}", grid.last().copied().unwrap_or(k)),
-                ])
-                .style(theme::dim()),
-        )
-        .y_axis(
-            Axis::default()
-                .bounds([0.0, 1.0])
-                .labels(["0", "100%"])
-                .style(theme::dim()),
-        );
+    let chart = speedup::width_axes(Chart::new(sets), &grid)
+        .hidden_legend_constraints((Constraint::Length(0), Constraint::Length(0)));
     frame.render_widget(chart, area);
 }
 

@@ -220,7 +220,6 @@ fn width_chart(app: &App, s: &SpeedStats, frame: &mut Frame, area: Rect) -> bool
     if curves.is_empty() {
         return false;
     }
-    let lx = |n: usize| (n.max(1) as f64).log2();
     let data: Vec<Vec<(f64, f64)>> = curves
         .iter()
         .map(|c| c.points.iter().map(|&(n, a)| (lx(n), a)).collect())
@@ -246,16 +245,26 @@ fn width_chart(app: &App, s: &SpeedStats, frame: &mut Frame, area: Rect) -> bool
             .style(theme::dim())
             .data(&marker),
     );
-    let x0 = lx(grid[0]);
-    let x1 = lx(*grid.last().unwrap_or(&k)).max(x0 + 1.0);
-    let chart = Chart::new(sets)
+    frame.render_widget(width_axes(Chart::new(sets), &grid), area);
+    true
+}
+
+/// x of a width on the acceptance-against-N charts (a log scale).
+pub fn lx(n: usize) -> f64 {
+    (n.max(1) as f64).log2()
+}
+
+/// The axes of an acceptance-against-N chart over `grid` (non-empty): N on a log scale, the
+/// share of rounds from 0 to 100%.
+pub fn width_axes<'a>(chart: Chart<'a>, grid: &[usize]) -> Chart<'a> {
+    let first = grid.first().copied().unwrap_or(1);
+    let last = grid.last().copied().unwrap_or(first);
+    let x0 = lx(first);
+    chart
         .x_axis(
             Axis::default()
-                .bounds([x0, x1])
-                .labels([
-                    format!("N {}", grid[0]),
-                    format!("{}", grid.last().copied().unwrap_or(k)),
-                ])
+                .bounds([x0, lx(last).max(x0 + 1.0)])
+                .labels([format!("N {first}"), format!("{last}")])
                 .style(theme::dim()),
         )
         .y_axis(
@@ -263,7 +272,5 @@ fn width_chart(app: &App, s: &SpeedStats, frame: &mut Frame, area: Rect) -> bool
                 .bounds([0.0, 1.0])
                 .labels(["0", "50%", "100%"])
                 .style(theme::dim()),
-        );
-    frame.render_widget(chart, area);
-    true
+        )
 }
