@@ -168,7 +168,7 @@ pub static BINDINGS: &[Binding] = &[
     bind(
         &[Char('t')],
         "t",
-        "drafted shape: tuned here / the paper's N 40, gamma 3",
+        "drafted shape: tuned here / paper's N 40, gamma 3",
         Some(("t", "preset")),
         Show::Wide,
         || Action::TogglePreset,
@@ -275,7 +275,7 @@ pub static BINDINGS: &[Binding] = &[
     bind(
         &[Up],
         "up",
-        "scroll the focused panel up (wheel: panel under mouse)",
+        "scroll the focused panel up (or the mouse wheel)",
         None,
         Show::Wide,
         || Action::Scroll { dy: -1, dx: 0 },
