@@ -13,6 +13,7 @@ pub mod eval;
 pub mod ids;
 pub mod load;
 pub mod model;
+pub mod plot;
 pub mod session;
 pub mod space;
 pub mod synth;

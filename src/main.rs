@@ -31,7 +31,13 @@ enum Command {
     /// Open the terminal explorer (the default).
     Tui(TuiArgs),
     /// Replay a recorded session without any model.
-    Replay { file: PathBuf },
+    Replay {
+        file: PathBuf,
+        /// Instead of opening the explorer, write every recorded round as an SVG into this
+        /// folder (for slides).
+        #[arg(long, value_name = "DIR")]
+        export_svg: Option<PathBuf>,
+    },
     /// Print a user's history and top-K recommendations.
     Recommend(RecommendArgs),
     /// Measure target-only vs speculative decoding on test users.
@@ -317,6 +323,17 @@ struct TuiArgs {
     /// Show the interface on synthetic traces (no data or models needed).
     #[arg(long)]
     demo: bool,
+    /// Validation users (never shown) each drafted shape (N, gamma) is timed on, in the
+    /// background, to start on the fastest for this device; 0 keeps the paper's N 40, gamma 3
+    /// (or --n / --gamma, which also turn the tuned start off).
+    #[arg(long, default_value_t = 40)]
+    tune_users: usize,
+    /// Where tuned shapes are cached [default: $XDG_CACHE_HOME or ~/.cache, atspeed/tuned-shapes.json].
+    #[arg(long, value_name = "FILE")]
+    tune_cache: Option<PathBuf>,
+    /// Set when --n or --gamma was given.
+    #[arg(skip)]
+    shape_given: bool,
 }
 
 #[derive(Args)]
@@ -365,6 +382,9 @@ struct BenchArgs {
     /// Write the full report as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Draw WS and AS against K, and acceptance against N per drafted depth, as an SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -410,7 +430,15 @@ fn default_asset(name: &str) -> PathBuf {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let mut cli =
+        <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let (Some(Command::Tui(a)), Some(m)) = (&mut cli.command, matches.subcommand_matches("tui"))
+    {
+        a.shape_given = ["n", "gamma"]
+            .iter()
+            .any(|id| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine));
+    }
     let interactive = matches!(
         cli.command,
         None | Some(Command::Tui(_)) | Some(Command::Replay { .. })
@@ -491,7 +519,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         None => tui(TuiArgs::parse_defaults()),
         Some(Command::Tui(a)) => tui(a),
-        Some(Command::Replay { file }) => replay(&file),
+        Some(Command::Replay { file, export_svg }) => replay(&file, export_svg.as_deref()),
         Some(Command::Recommend(a)) => recommend(a),
         Some(Command::Bench(a)) => bench(a),
         Some(Command::Inspect { dir, base }) => inspect(&dir, base.as_deref()),
@@ -607,12 +635,28 @@ fn tui(a: TuiArgs) -> Result<()> {
         seed: a.common.seed,
         history: a.common.history,
         user: a.user,
+        tune: atspeed::tui::live::TuneSettings {
+            users: a.tune_users,
+            cache: a
+                .tune_cache
+                .or_else(atspeed::eval::tune::default_cache_path),
+            custom: a.shape_given,
+            max_n: 160,
+        },
     })?)
 }
 
 #[cfg(feature = "tui")]
-fn replay(file: &Path) -> Result<()> {
-    Ok(atspeed::tui::run_replay(file)?)
+fn replay(file: &Path, export_svg: Option<&Path>) -> Result<()> {
+    match export_svg {
+        Some(dir) => {
+            for path in atspeed::tui::export::export_session(file, dir)? {
+                println!("wrote {}", path.display());
+            }
+            Ok(())
+        }
+        None => Ok(atspeed::tui::run_replay(file)?),
+    }
 }
 
 #[cfg(not(feature = "tui"))]
@@ -621,7 +665,7 @@ fn tui(_: TuiArgs) -> Result<()> {
 }
 
 #[cfg(not(feature = "tui"))]
-fn replay(_: &Path) -> Result<()> {
+fn replay(_: &Path, _: Option<&Path>) -> Result<()> {
     bail!("this binary was built without the explorer (cargo feature `tui`)")
 }
 
@@ -689,6 +733,10 @@ fn bench(a: BenchArgs) -> Result<()> {
     println!("{}", report.table());
     if let Some(path) = &a.json {
         checkpoint::write_atomic(path, &serde_json::to_vec_pretty(&report)?)?;
+        println!("wrote {}", path.display());
+    }
+    if let Some(path) = &a.plot {
+        atspeed::plot::write_svg(path, &atspeed::plot::bench_svg(&report)?)?;
         println!("wrote {}", path.display());
     }
     Ok(report.strict_verdict()?)

@@ -7,7 +7,7 @@ use atspeed::data::Dataset;
 use atspeed::decode::{DecodeParams, Mode};
 use atspeed::model::{Llm, ModelConfig};
 use atspeed::tui::engine::Engine;
-use atspeed::tui::live::{live_app, ExplorerContext};
+use atspeed::tui::live::{live_app, ExplorerContext, TuneSettings};
 use atspeed::tui::{update, Action, Command, EngineEvent, Params};
 use candle_core::Device;
 use ratatui::backend::TestBackend;
@@ -15,7 +15,8 @@ use ratatui::Terminal;
 
 const ITEMS: usize = 40;
 
-/// A dataset folder: 40 items over a few codes per level, 8 users with short histories.
+/// A dataset folder: 40 items over a few codes per level, 8 users with short histories and test
+/// items, 4 more with only train and valid items.
 fn dataset_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let index: serde_json::Map<String, serde_json::Value> = (0..ITEMS)
@@ -46,6 +47,15 @@ fn dataset_dir() -> tempfile::TempDir {
             (u * 11) % ITEMS + 1,
             (u * 13) % ITEMS + 1
         ));
+    }
+    // Users 9-12 have no test item: the explorer never shows them, so it may tune on them.
+    for u in 9..=12usize {
+        let items: Vec<String> = (0..5)
+            .map(|j| ((u * 5 + j * 7) % ITEMS + 1).to_string())
+            .collect();
+        train.push_str(&format!("{u} {}\n", items.join(" ")));
+        valid.push_str(&format!("{u} {}\n", (u * 3) % ITEMS + 1));
+        test.push_str(&format!("{u}\n"));
     }
     let p = dir.path();
     std::fs::write(
@@ -98,6 +108,7 @@ fn live_engine_feeds_the_explorer() {
         seed: 7,
         history: 20,
         user: Some(5),
+        tune: TuneSettings::off(),
     };
     let (mut app, mut engine) = live_app(ctx).unwrap();
     assert_eq!(engine.num_users(), 8);
@@ -192,6 +203,7 @@ fn the_explorer_decodes_with_the_adaptive_width() {
             seed: 7,
             history: 20,
             user: None,
+            tune: TuneSettings::off(),
         };
         let (mut app, mut engine) = live_app(ctx).unwrap();
         app.start();
@@ -268,6 +280,20 @@ fn explorer_and_bench_agree_on_per_depth_acceptance() {
     };
     let space = atspeed::space::TokenSpace::new(&ds, &target).unwrap();
     let report = run_bench(&ds, &space, &target, &draft, &cfg, "cpu", |_, _| {}).unwrap();
+    // The bench reports acceptance against N per drafted depth, and draws it (`bench --plot`).
+    let curves = &report.per_k[0].width_curves;
+    assert!(!curves.is_empty() && curves[0].depth == 1);
+    // Nondecreasing in N, reaching every round at the widest N, and through the run's own
+    // acceptance at its N = 4 (between the grid's widths 3 and 5).
+    let pts = &curves[0].points;
+    assert!(pts.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
+    assert_eq!(pts.last().unwrap().1, 1.0);
+    let acc = report.per_k[0].depth_acceptance[0];
+    let below = pts.iter().rfind(|p| p.0 <= 4).unwrap().1;
+    let above = pts.iter().find(|p| p.0 >= 4).unwrap().1;
+    assert!(below <= acc && acc <= above, "{pts:?} {acc}");
+    let svg = atspeed::plot::bench_svg(&report).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("acceptance against N, drafted depth 1"));
     let first_test_user = ds.test_samples(20)[0].user;
     let ctx = ExplorerContext {
         space,
@@ -279,6 +305,7 @@ fn explorer_and_bench_agree_on_per_depth_acceptance() {
         seed: 0,
         history: 20,
         user: Some(first_test_user),
+        tune: TuneSettings::off(),
     };
     let (mut app, mut engine) = live_app(ctx).unwrap();
     app.start();
@@ -303,4 +330,129 @@ fn explorer_and_bench_agree_on_per_depth_acceptance() {
     let shown: &SpeedStats = app.stats().expect("the explorer recorded the user");
     assert_eq!(shown.depth_acceptance(), report.per_k[0].depth_acceptance);
     assert_eq!(shown.accepted_steps(), report.per_k[0].accepted_steps);
+}
+
+/// The fair default: the explorer starts on the paper's shape, the engine tunes (N, gamma) in
+/// the background on users it never shows, the app switches to the tuned shape, and the next
+/// start finds it in the cache at once.
+#[test]
+fn the_explorer_tunes_its_shape_in_the_background_and_caches_it() {
+    use atspeed::tui::state::{Preset, PAPER_GAMMA, PAPER_N};
+    let dir = dataset_dir();
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = cache_dir.path().join("shapes.json");
+    let ds = Dataset::load(dir.path()).unwrap();
+    let target = model(&ds, 2, 32, 1);
+    let draft = model(&ds, 1, 16, 2);
+    let make = || {
+        let ctx = ExplorerContext {
+            space: atspeed::space::TokenSpace::new(&ds, &target).unwrap(),
+            dataset: ds.clone(),
+            target: target.clone(),
+            drafts: vec![("d".to_string(), draft.clone())],
+            device: "cpu".into(),
+            params: Params {
+                decode: DecodeParams {
+                    mode: Mode::Strict,
+                    n: 40,
+                    k: 2,
+                    gamma: 3,
+                    draft_mass: None,
+                },
+                draft: 0,
+            },
+            seed: 1,
+            history: 20,
+            // Show only users 1-4 (those with a test item come first; user 5 is chosen).
+            user: Some(5),
+            tune: TuneSettings {
+                users: 3,
+                cache: Some(cache.clone()),
+                custom: false,
+                max_n: 8,
+            },
+        };
+        live_app(ctx).unwrap()
+    };
+    let (mut app, mut engine) = make();
+    assert_eq!(app.shapes.preset, Preset::Tuned);
+    app.start();
+    // Paper's shape until tuned; the tuning is asked for once.
+    assert_eq!(
+        (app.params.decode.n, app.params.decode.gamma),
+        (PAPER_N, PAPER_GAMMA)
+    );
+    let tune = app
+        .outbox
+        .iter()
+        .find_map(|c| match c {
+            Command::Tune(w) => Some(w.clone()),
+            _ => None,
+        })
+        .expect("the explorer asks for a tuning");
+    assert_eq!(tune.k, 2);
+    assert!(engine.tune(tune.clone()).is_none(), "nothing cached yet");
+    assert!(engine.has_background());
+    let tuned = loop {
+        match engine.background() {
+            Some(EngineEvent::Tuned(t)) => break t,
+            Some(EngineEvent::TuneFailed { message, .. }) => panic!("{message}"),
+            Some(ev) => update(&mut app, Action::Engine(ev)),
+            None => {}
+        }
+    };
+    assert!(!engine.has_background());
+    assert!(!tuned.cached && tuned.users == 3);
+    assert!((2..=8).contains(&tuned.n) && (1..=3).contains(&tuned.gamma));
+    app.outbox.clear();
+    update(&mut app, Action::Engine(EngineEvent::Tuned(tuned.clone())));
+    assert_eq!(
+        (app.params.decode.n, app.params.decode.gamma),
+        (tuned.n.max(2), tuned.gamma)
+    );
+    // The switch re-decodes with the tuned shape.
+    assert!(app.outbox.iter().any(|c| matches!(
+        c,
+        Command::Decode { params, .. } if params.decode.n == tuned.n && params.decode.gamma == tuned.gamma
+    )));
+    // t goes back to the paper's shape, and again to the tuned one.
+    update(&mut app, Action::TogglePreset);
+    assert_eq!(app.params.decode.n, PAPER_N);
+    update(&mut app, Action::TogglePreset);
+    assert_eq!(app.params.decode.n, tuned.n);
+    assert!(cache.exists());
+
+    // A shape that arrives while a user is being stepped through waits for the next user.
+    let (mut app, mut engine) = make();
+    app.start();
+    app.outbox.clear();
+    let generation = app.generation;
+    let run = engine.decode(0, &app.run_params()).unwrap();
+    update(
+        &mut app,
+        Action::Engine(EngineEvent::Decoded {
+            generation,
+            user: 0,
+            run: Box::new(run),
+            auto: false,
+        }),
+    );
+    update(&mut app, Action::Step);
+    update(&mut app, Action::Engine(EngineEvent::Tuned(tuned.clone())));
+    assert!(app.shapes.deferred);
+    assert_eq!(app.params.decode.n, PAPER_N);
+    assert!(app.current.is_some(), "the round on screen stays");
+    update(&mut app, Action::NextUser);
+    assert!(!app.shapes.deferred);
+    assert_eq!(app.params.decode.n, tuned.n);
+
+    // A second start on the same machine, models and data: tuned at once, from the cache.
+    let (_, mut again) = make();
+    match again.tune(tune) {
+        Some(EngineEvent::Tuned(t)) => {
+            assert!(t.cached);
+            assert_eq!((t.n, t.gamma), (tuned.n, tuned.gamma));
+        }
+        other => panic!("expected the cached shape, got {other:?}"),
+    }
 }

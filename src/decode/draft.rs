@@ -26,6 +26,9 @@ pub(super) struct Drafted {
     pub logq: f32,
     /// Cumulative draft score (starting from the verified beams' target scores).
     pub draft_score: f32,
+    /// Strict: rank (1-based) among every candidate the draft scored at this depth. Drafted
+    /// beams are the best-first prefix of that ordering, so this is the index in the level + 1.
+    pub rank: Option<usize>,
 }
 
 /// What the draft produced: nodes per depth, and its log-prob rows at each depth's parents.
@@ -82,9 +85,12 @@ pub(super) fn draft<R: Rng>(
             Mode::Strict => strict_width(cands, params, &paths),
             Mode::Relaxed => sample_k(cands, params.n, &paths, rng),
         };
+        let strict = params.mode == Mode::Strict;
         let level: Vec<Drafted> = chosen
             .iter()
-            .map(|c| Drafted {
+            .enumerate()
+            .map(|(i, c)| Drafted {
+                rank: strict.then_some(i + 1),
                 node: tree.push(parents[c.parent].node, c.token, c.state),
                 parent: (d > 0).then_some(c.parent),
                 root: parent_root[c.parent],

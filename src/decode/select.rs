@@ -76,6 +76,27 @@ pub fn top_k(mut cands: Vec<Cand>, k: usize, paths: &[Vec<u32>]) -> Vec<Cand> {
     cands
 }
 
+/// The 1-based rank of each `targets[i]` (an index into `cands`) in the best-first order of all
+/// of `cands` ([`compare`]), without sorting them: O(len log targets).
+pub fn ranks(cands: &[Cand], paths: &[Vec<u32>], targets: &[usize]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..targets.len()).collect();
+    order.sort_by(|&a, &b| compare(&cands[targets[a]], &cands[targets[b]], paths));
+    // before[i]: candidates whose first target (in best-first order) they precede is order[i].
+    // "c precedes key" is monotone along the sorted keys, so a binary search finds it.
+    let mut before = vec![0usize; targets.len() + 1];
+    for c in cands {
+        let i = order.partition_point(|&t| compare(c, &cands[targets[t]], paths) != Ordering::Less);
+        before[i] += 1;
+    }
+    let mut out = vec![0; targets.len()];
+    let mut acc = 0;
+    for (i, &t) in order.iter().enumerate() {
+        acc += before[i];
+        out[t] = acc + 1;
+    }
+    out
+}
+
 /// log(sum(exp(x))) over the candidates' scores.
 pub fn log_sum_exp(xs: impl Iterator<Item = f32> + Clone) -> f32 {
     let m = xs.clone().fold(f32::NEG_INFINITY, f32::max);
@@ -104,21 +125,24 @@ pub fn sample_k<R: Rng>(cands: Vec<Cand>, k: usize, paths: &[Vec<u32>], rng: &mu
 /// Draws `m` distinct indices without replacement, each draw proportional to `weights` among
 /// those left; indices already in `taken` are excluded. Falls back to `fallback` weights when
 /// the remaining mass of `weights` is zero (relaxed mode: an empty residual falls back to the
-/// target's own distribution over valid continuations, never to invalid tokens).
+/// target's own distribution over valid continuations, never to invalid tokens). Returns each
+/// index with whether it came from the fallback.
 pub fn draw_without_replacement<R: Rng>(
     weights: &[f64],
     fallback: &[f64],
     taken: &mut [bool],
     m: usize,
     rng: &mut R,
-) -> Vec<usize> {
+) -> Vec<(usize, bool)> {
     let mut out = Vec::with_capacity(m.min(weights.len()));
     for _ in 0..m {
-        let pick = draw_one(weights, taken, rng).or_else(|| draw_one(fallback, taken, rng));
+        let pick = draw_one(weights, taken, rng)
+            .map(|i| (i, false))
+            .or_else(|| draw_one(fallback, taken, rng).map(|i| (i, true)));
         match pick {
-            Some(i) => {
+            Some((i, fell_back)) => {
                 taken[i] = true;
-                out.push(i);
+                out.push((i, fell_back));
             }
             None => break,
         }
@@ -187,14 +211,33 @@ mod tests {
         for _ in 0..20_000 {
             let mut taken = vec![false; 3];
             let d = draw_without_replacement(&[0.2, 0.0, 0.8], &[1.0; 3], &mut taken, 1, &mut rng);
-            counts[d[0]] += 1;
+            assert!(!d[0].1);
+            counts[d[0].0] += 1;
         }
         assert_eq!(counts[1], 0);
         assert!((counts[2] as f64 / 20_000.0 - 0.8).abs() < 0.02);
         let mut taken = vec![false; 3];
         let all = draw_without_replacement(&[0.0, 0.0, 1.0], &[1.0; 3], &mut taken, 3, &mut rng);
-        let mut sorted = all.clone();
+        let mut sorted: Vec<usize> = all.iter().map(|d| d.0).collect();
         sorted.sort();
         assert_eq!(sorted, [0, 1, 2]);
+        // Index 2 came from the weights, the other two from the fallback.
+        assert_eq!(all[0], (2, false));
+        assert!(all[1].1 && all[2].1);
+    }
+
+    #[test]
+    fn ranks_match_a_full_sort() {
+        let paths = vec![vec![4], vec![1]];
+        let cands: Vec<Cand> = (0..40)
+            .map(|i| cand(i % 2, i as u32, -((i * 7 % 13) as f32) / 3.0))
+            .collect();
+        let mut sorted: Vec<usize> = (0..cands.len()).collect();
+        sorted.sort_by(|&a, &b| compare(&cands[a], &cands[b], &paths));
+        let targets = [5, 0, 39, 12, 13];
+        let r = ranks(&cands, &paths, &targets);
+        for (t, rank) in targets.iter().zip(r) {
+            assert_eq!(sorted.iter().position(|x| x == t).unwrap() + 1, rank);
+        }
     }
 }

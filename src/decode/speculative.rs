@@ -6,7 +6,9 @@
 //! the prompt); the verifier ([`super::verify`]) walks the depths, accepting while the drafted
 //! beams cover what the target would have chosen, and the target's own step at the first
 //! unaccepted depth (or the bonus depth g + 1) ends the round, so every round advances at least
-//! one step. Each round is recorded as a [`RoundTrace`].
+//! one step. Each round is recorded as a [`RoundTrace`], with what the verifier found at every
+//! depth it examined (why a depth was rejected, the smallest N that would have accepted it, the
+//! relaxed test of every examined beam and the residual a resampled step drew from).
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -223,12 +225,17 @@ impl<R: Rng> Run<'_, R> {
             let depth_in_round = n.depth - depth;
             // Unexamined: beyond the depth that ended the round, or under a parent not kept.
             let orphan = depth_in_round > 1 && !v.kept.contains(&parent);
+            let test = v.tests[i];
             let verdict = if depth_in_round > v.examined || orphan {
                 Verdict::Pending
             } else if v.kept.contains(&d.node) {
                 Verdict::Accepted
             } else {
-                Verdict::Rejected
+                match test {
+                    None => Verdict::Rejected,
+                    Some(t) if t.passed() => Verdict::NotKept,
+                    Some(_) => Verdict::Failed,
+                }
             };
             nodes.push(DraftNode {
                 depth: depth_in_round,
@@ -247,6 +254,8 @@ impl<R: Rng> Run<'_, R> {
                 target_score: ts,
                 in_target_topk: v.in_topk[i],
                 verdict,
+                draft_rank: d.rank,
+                test,
             });
         }
         let mask_rows = (lead_len..layout.fed.len())
@@ -282,6 +291,7 @@ impl<R: Rng> Run<'_, R> {
                 .map(|b| flat_of.get(&b.node).copied())
                 .collect(),
             resampled: v.resampled.clone(),
+            draws: v.draws.clone(),
         };
         RoundTrace {
             round: index,
@@ -297,6 +307,7 @@ impl<R: Rng> Run<'_, R> {
             nodes,
             tree,
             accepted: v.accepted,
+            checks: v.checks.clone(),
             target_step,
             times: PhaseTimes::default(),
             target_passes: 1,

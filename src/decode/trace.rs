@@ -9,18 +9,52 @@ use serde::{Deserialize, Serialize};
 pub use super::params::{DecodeParams, Mode};
 use crate::ids::ID_LEN;
 
-/// What verification decided about one drafted token.
+/// What verification decided about one drafted token. A *token* is kept or not; a *depth* is
+/// accepted or rejected (see [`DepthCheck`]): a drafted beam can be kept at a depth that was
+/// rejected (strict: it is in the target's top-K, which the target's own step then keeps).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Verdict {
-    /// Kept as one of the K verified beams at its depth (an accepted step, or the target's own
-    /// step that happened to pick this drafted beam).
+    /// Kept as one of the K verified beams at its depth. Strict: it is in the target's top-K.
+    /// Relaxed: it passed u <= p/q and was kept (among the K chosen at random at an accepted
+    /// depth, or as one of the fewer than K that passed at the depth that ended the round).
     Accepted,
-    /// Verified but not kept: outside the target's top-K (strict) or failed u <= p/q (relaxed),
-    /// or accepted in relaxed mode but not among the K kept at random.
+    /// Strict: examined and outside the target's top-K. (Relaxed traces recorded before
+    /// [`Verdict::Failed`] and [`Verdict::NotKept`] existed use it for both.)
     Rejected,
+    /// Relaxed: failed the test u <= p/q.
+    Failed,
+    /// Relaxed: passed u <= p/q, but more than K passed and it was not among the K kept at
+    /// random.
+    NotKept,
     /// Never examined: an earlier depth ended the round, or its parent was not kept.
     Pending,
+}
+
+/// The relaxed test of one drafted beam: accepted by the test if `u <= ratio`, with `ratio` =
+/// `p / q`. `p` and `q` are the target's and the draft's sequence-level probabilities of the beam
+/// among all extensions (parent, token) of the beams kept at the depth before; these are exactly
+/// the numbers the verifier compared.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RelaxedTest {
+    /// The uniform draw, u ~ U[0, 1).
+    pub u: f64,
+    pub p: f64,
+    pub q: f64,
+    /// p / q (infinite when q is 0).
+    pub ratio: f64,
+}
+
+impl RelaxedTest {
+    pub fn new(u: f64, p: f64, q: f64) -> Self {
+        let ratio = if q > 0.0 { p / q } else { f64::INFINITY };
+        RelaxedTest { u, p, q, ratio }
+    }
+
+    /// The rule: u <= p/q.
+    pub fn passed(&self) -> bool {
+        self.u <= self.ratio
+    }
 }
 
 /// A finished or partial beam: identifier tokens so far and its cumulative target log-probability.
@@ -48,9 +82,97 @@ pub struct DraftNode {
     pub draft_score: f32,
     /// Cumulative target score, once known.
     pub target_score: Option<f32>,
-    /// The target's own top-K at this depth contains this beam (strict mode's criterion).
+    /// Strict: the target's own top-K at this depth contains this beam (the strict criterion).
+    /// Always false in relaxed mode, whose criterion is [`DraftNode::test`].
     pub in_target_topk: bool,
     pub verdict: Verdict,
+    /// Strict: rank (1-based) of this beam in the draft's best-first ordering of every candidate
+    /// at its depth (see [`DepthCheck::n_needed`]); drafted beams are the first N of it.
+    #[serde(default)]
+    pub draft_rank: Option<usize>,
+    /// Relaxed: the test u <= p/q this beam was put to (examined beams only).
+    #[serde(default)]
+    pub test: Option<RelaxedTest>,
+}
+
+/// A beam of the target's top-K at a strict depth that the draft did not draft.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MissedBeam {
+    /// Identifier tokens from the first level to this depth.
+    pub tokens: Vec<u32>,
+    /// Rank (1-based) in the target's top-K.
+    pub target_rank: usize,
+    /// Rank (1-based) in the draft's best-first ordering of every candidate at this depth: the
+    /// draft would have drafted it with N >= this rank.
+    pub draft_rank: usize,
+    /// Draft and target probabilities of the last token given its parent.
+    pub q: f32,
+    pub p: f32,
+    /// Cumulative target score and the draft's score for it (parent draft score + log q).
+    pub target_score: f32,
+    pub draft_score: f32,
+}
+
+/// One entry of the relaxed residual distribution norm(max(0, p - q)).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResidualEntry {
+    pub tokens: Vec<u32>,
+    /// Sequence-level target and draft probabilities, and the residual probability
+    /// max(0, p - q) / mass.
+    pub p: f64,
+    pub q: f64,
+    pub r: f64,
+}
+
+/// The residual a relaxed round drew its missing beams from, at the depth that ended it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Residual {
+    /// sum of max(0, p - q) over the extensions (the total variation distance between p and q):
+    /// the normaliser of the residual.
+    pub mass: f64,
+    /// Beams drawn from it (K minus the beams that passed, or fewer when the extensions run out).
+    pub drawn: usize,
+    /// Whether the residual ran out of mass and later draws fell back to the target's own
+    /// distribution p over the extensions not yet taken.
+    pub fallback: bool,
+    /// Its largest entries, largest first (at most [`Residual::TOP`]).
+    pub top: Vec<ResidualEntry>,
+}
+
+impl Residual {
+    /// Entries kept in [`Residual::top`].
+    pub const TOP: usize = 8;
+}
+
+/// What the verifier found at one depth it examined.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DepthCheck {
+    /// Depth within the round (1-based); the identifier depth is `start_depth + depth`.
+    pub depth: usize,
+    pub accepted: bool,
+    /// Candidates the draft ranked at this depth: every allowed child of the parents it
+    /// expanded there (the round's verified beams at depth 1, its drafted beams after that).
+    pub candidates: usize,
+    /// Drafted beams examined at this depth (those whose parent was kept).
+    pub examined: usize,
+    /// Strict: the smallest drafted width N that accepts this depth, i.e. the worst rank, in
+    /// the draft's best-first ordering of its candidates (score = parent draft score + log q,
+    /// ties by [`crate::decode::beam_order`]), over the target's whole top-K. Exact at depth 1
+    /// (the parents are the verified beams whatever N is). At deeper depths a wider N would
+    /// also widen the parents, so this is computed over the children of the parents the draft
+    /// actually expanded. `None` in relaxed mode.
+    #[serde(default)]
+    pub n_needed: Option<usize>,
+    /// Strict: the target's top-K beams the draft did not draft, best target rank first (empty
+    /// at an accepted depth).
+    #[serde(default)]
+    pub missed: Vec<MissedBeam>,
+    /// Relaxed: drafted beams that passed u <= p/q.
+    #[serde(default)]
+    pub passed: usize,
+    /// Relaxed, at the depth that ended the round: the residual the missing beams came from.
+    #[serde(default)]
+    pub residual: Option<Residual>,
 }
 
 /// How the step the target contributes at the end of a round came about.
@@ -79,6 +201,19 @@ pub struct TargetStep {
     /// For each beam, whether it was drawn from the residual distribution (relaxed mode).
     #[serde(default)]
     pub resampled: Vec<bool>,
+    /// For each resampled beam, its probability under the residual norm(max(0, p - q)) (or
+    /// under p, when the residual had run out: `fallback`); `None` for the other beams.
+    #[serde(default)]
+    pub draws: Vec<Option<Draw>>,
+}
+
+/// How a resampled beam was drawn.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Draw {
+    /// Its probability in the distribution it was drawn from, before any draw.
+    pub prob: f64,
+    /// Drawn from the target's own distribution because the residual had no mass left.
+    pub fallback: bool,
 }
 
 /// Wall time of one round's phases, in milliseconds. `draft_ms` and `verify_ms` are the two
@@ -145,13 +280,17 @@ pub struct RoundTrace {
     pub start_depth: usize,
     /// The verified beams the round started from.
     pub roots: Vec<BeamView>,
-    /// Drafted steps (g = min(gamma, remaining - 1)).
+    /// Drafted steps: g = min(gamma, L - 1 - start_depth), since the target always takes the
+    /// identifier's last token itself (a round starting at depth 2 drafts one step).
     pub drafted: usize,
     /// Drafted tokens, depth-major, in the order the tree was flattened.
     pub nodes: Vec<DraftNode>,
     pub tree: TreeLayout,
     /// Drafted steps accepted (0..=drafted).
     pub accepted: usize,
+    /// What the verifier found at each depth it examined, in order (1..=examined).
+    #[serde(default)]
+    pub checks: Vec<DepthCheck>,
     pub target_step: TargetStep,
     pub times: PhaseTimes,
     /// Forward passes this round: target (always 1) and draft (one per drafted step).

@@ -1,16 +1,23 @@
 //! Verification: after one target pass has scored every drafted token, decide how many drafted
-//! steps are accepted and which K beams the round ends with.
+//! steps are accepted and which K beams the round ends with, and record why.
 //!
 //! - [`strict`] (top-K verification, lossless): depth d is accepted only if the target's exact
 //!   top-K extensions of the K beams verified at depth d - 1 are all among the drafted beams at
 //!   depth d. The first depth that fails is replaced by the target's own top-K (a *correction*);
 //!   if every drafted depth passes, the same pass yields the next depth for free (a *bonus*).
-//!   Either way the beams are exactly those the target's own beam search would hold.
+//!   Either way the beams are exactly those the target's own beam search would hold. At every
+//!   examined depth the verifier also ranks the target's top-K in the draft's own best-first
+//!   ordering of all its candidates there: the worst rank is the smallest N that accepts the
+//!   depth ([`DepthCheck::n_needed`]), and the beams the draft did not draft are *missed*
+//!   ([`DepthCheck::missed`]), each with its draft rank, q and p. This uses the draft's
+//!   log-probabilities already computed while drafting: no extra pass.
 //! - [`relaxed`] (sampling verification): each drafted beam x whose parent was kept is accepted
-//!   if u <= p(x)/q(x), with p and q the target's and the draft's sequence-level distributions
-//!   over the extensions. With at least K accepted, K of them are kept at random and the next
-//!   depth is examined; otherwise the missing beams are drawn from the residual
-//!   norm(max(0, p - q)) and the round ends (a *resampled* step).
+//!   by the test if u <= p(x)/q(x), with p and q the target's and the draft's sequence-level
+//!   distributions over the extensions; u and p/q are recorded on the beam
+//!   ([`RelaxedTest`]). With at least K passing, K of them are kept at random (the others are
+//!   *passed, not kept*) and the next depth is examined; otherwise every beam that passed is
+//!   kept, the missing ones are drawn from the residual norm(max(0, p - q)) and the round ends
+//!   (a *resampled* step, recorded with the residual in [`DepthCheck::residual`]).
 
 use std::collections::{HashMap, HashSet};
 
@@ -19,9 +26,11 @@ use rand::Rng;
 
 use super::draft::DraftOut;
 use super::ranking::beam_order;
-use super::select::{draw_without_replacement, extensions, log_sum_exp, sample_k, top_k};
+use super::select::{draw_without_replacement, extensions, log_sum_exp, ranks, sample_k, top_k};
 use super::select::{Beam, Cand};
-use super::trace::TargetStepKind;
+use super::trace::{
+    DepthCheck, Draw, MissedBeam, RelaxedTest, Residual, ResidualEntry, TargetStepKind,
+};
 use super::tree::{NodeId, Rows, Tree};
 use crate::ids::PrefixAutomaton;
 
@@ -45,13 +54,38 @@ pub(super) struct Verified {
     pub beams: Vec<Beam>,
     /// Depths the verifier examined (1-based, inclusive).
     pub examined: usize,
-    /// Drafted nodes (by flat index) in the target's top-K at their depth (strict) or that
-    /// passed u <= p/q (relaxed).
+    /// Drafted nodes (by flat index) in the target's top-K at their depth (strict).
     pub in_topk: Vec<bool>,
+    /// Drafted nodes (by flat index): the relaxed test each examined one was put to.
+    pub tests: Vec<Option<RelaxedTest>>,
     /// Nodes that were verified beams at some depth of this round.
     pub kept: HashSet<NodeId>,
-    /// For each of `beams`, whether it was drawn from the residual (relaxed mode).
+    /// For each of `beams`, whether it was drawn from the residual (relaxed mode), and how.
     pub resampled: Vec<bool>,
+    pub draws: Vec<Option<Draw>>,
+    /// One per examined depth.
+    pub checks: Vec<DepthCheck>,
+}
+
+/// The draft's candidates at one depth: every allowed child of the parents it expanded there,
+/// scored parent draft score + log q, grouped by parent.
+struct DraftCands {
+    cands: Vec<Cand>,
+    paths: Vec<Vec<u32>>,
+    /// Parent node -> (its index, the range of its children in `cands`).
+    parent: HashMap<NodeId, (usize, usize, usize)>,
+}
+
+impl DraftCands {
+    /// The candidate extending `parent` with `token`.
+    fn find(&self, parent: NodeId, token: u32) -> Option<usize> {
+        let &(_, lo, hi) = self.parent.get(&parent)?;
+        // Children come in the automaton's order, sorted by token.
+        self.cands[lo..hi]
+            .binary_search_by_key(&token, |c| c.token)
+            .ok()
+            .map(|i| lo + i)
+    }
 }
 
 impl Scored<'_> {
@@ -75,6 +109,36 @@ impl Scored<'_> {
                 ((parent, n.token), d.node)
             })
             .collect()
+    }
+
+    /// The draft's candidates at depth `d` (1-based) of a round that started from `beams`.
+    fn draft_cands(&self, tree: &Tree, beams: &[Beam], d: usize) -> DraftCands {
+        let parents: Vec<Beam> = if d == 1 {
+            beams.to_vec()
+        } else {
+            self.draft.levels[d - 2]
+                .iter()
+                .map(|x| Beam {
+                    node: x.node,
+                    score: x.draft_score,
+                })
+                .collect()
+        };
+        let rows = &self.draft.rows[d - 1];
+        let cands = extensions(tree, self.auto, &parents, |i| rows.row(i));
+        let mut parent = HashMap::with_capacity(parents.len());
+        let mut lo = 0;
+        for (i, b) in parents.iter().enumerate() {
+            let hi = lo + cands[lo..].iter().take_while(|c| c.parent == i).count();
+            parent.insert(b.node, (i, lo, hi));
+            lo = hi;
+        }
+        let paths = parents.iter().map(|b| tree.path(b.node)).collect();
+        DraftCands {
+            cands,
+            paths,
+            parent,
+        }
     }
 
     /// Drafted node -> its index in the flattened tree.
@@ -124,54 +188,129 @@ pub(super) fn strict(s: &Scored, tree: &mut Tree, beams: &[Beam]) -> Verified {
     let flat_index = s.flat_index();
     let mut in_topk = vec![false; flat_index.len()];
     let mut kept = HashSet::new();
+    let mut checks = Vec::new();
     let mut cur = beams.to_vec();
     let g = s.draft.levels.len();
+    let done = |accepted, kind, next: Vec<Beam>, examined, in_topk, kept, checks| Verified {
+        accepted,
+        kind,
+        resampled: vec![false; next.len()],
+        draws: vec![None; next.len()],
+        beams: next,
+        examined,
+        in_topk,
+        tests: vec![None; flat_index.len()],
+        kept,
+        checks,
+    };
     for d in 1..=g {
         let (cands, paths) = s.target_cands(tree, &cur);
         let top = top_k(cands, s.k, &paths);
-        let mut all = true;
-        for c in &top {
-            match lookup.get(&(cur[c.parent].node, c.token)) {
-                Some(n) => in_topk[flat_index[n]] = true,
-                None => all = false,
-            }
-        }
+        let drafted: Vec<bool> = top
+            .iter()
+            .map(|c| match lookup.get(&(cur[c.parent].node, c.token)) {
+                Some(n) => {
+                    in_topk[flat_index[n]] = true;
+                    true
+                }
+                None => false,
+            })
+            .collect();
+        let all = drafted.iter().all(|&x| x);
+        checks.push(strict_check(s, tree, beams, &cur, &top, &drafted, d));
         let next = materialise(tree, &cur, &top, &lookup);
         kept.extend(next.iter().map(|b| b.node));
         if !all {
-            return Verified {
-                accepted: d - 1,
-                kind: TargetStepKind::Correction,
-                resampled: vec![false; next.len()],
-                beams: next,
-                examined: d,
+            return done(
+                d - 1,
+                TargetStepKind::Correction,
+                next,
+                d,
                 in_topk,
                 kept,
-            };
+                checks,
+            );
         }
         cur = next;
     }
     let (cands, paths) = s.target_cands(tree, &cur);
     let top = top_k(cands, s.k, &paths);
     let next = materialise(tree, &cur, &top, &lookup);
-    Verified {
-        accepted: g,
-        kind: end_kind(g),
-        resampled: vec![false; next.len()],
-        beams: next,
-        examined: g,
-        in_topk,
-        kept,
+    done(g, end_kind(g), next, g, in_topk, kept, checks)
+}
+
+/// Where the target's top-K at depth `d` ranks in the draft's ordering of its candidates there:
+/// the smallest accepting N, and the beams the draft missed.
+fn strict_check(
+    s: &Scored,
+    tree: &Tree,
+    beams: &[Beam],
+    cur: &[Beam],
+    top: &[Cand],
+    drafted: &[bool],
+    d: usize,
+) -> DepthCheck {
+    let dc = s.draft_cands(tree, beams, d);
+    // The parents of the target's top-K are the verified beams, which the draft expanded.
+    let found: Vec<Option<usize>> = top
+        .iter()
+        .map(|c| dc.find(cur[c.parent].node, c.token))
+        .collect();
+    let idx: Vec<usize> = found.iter().flatten().copied().collect();
+    let r = ranks(&dc.cands, &dc.paths, &idx);
+    let n_needed = (idx.len() == top.len()).then(|| r.iter().copied().max().unwrap_or(0));
+    let mut missed = Vec::new();
+    let mut ri = r.iter();
+    for (i, ((c, f), &was_drafted)) in top.iter().zip(&found).zip(drafted).enumerate() {
+        let Some(ci) = f else { continue };
+        let rank = *ri.next().expect("one rank per found candidate");
+        if !was_drafted {
+            let dcand = &dc.cands[*ci];
+            let mut tokens = tree.path(cur[c.parent].node);
+            tokens.push(c.token);
+            missed.push(MissedBeam {
+                tokens,
+                target_rank: i + 1,
+                draft_rank: rank,
+                q: dcand.logp.exp(),
+                p: c.logp.exp(),
+                target_score: c.score,
+                draft_score: dcand.score,
+            });
+        }
     }
+    DepthCheck {
+        depth: d,
+        accepted: drafted.iter().all(|&x| x),
+        candidates: dc.cands.len(),
+        examined: examined_at(s, tree, cur, d),
+        n_needed,
+        missed,
+        passed: 0,
+        residual: None,
+    }
+}
+
+/// Drafted beams at depth `d` whose parent is one of `cur` (the beams kept at d - 1).
+fn examined_at(s: &Scored, tree: &Tree, cur: &[Beam], d: usize) -> usize {
+    let parents: HashSet<NodeId> = cur.iter().map(|b| b.node).collect();
+    s.draft.levels[d - 1]
+        .iter()
+        .filter(|x| {
+            tree.node(x.node)
+                .parent
+                .is_some_and(|p| parents.contains(&p))
+        })
+        .count()
 }
 
 /// Relaxed sampling verification. At depth d, p and q are the target's and the draft's
 /// sequence-level distributions over the extensions (parent, token) of the K kept beams:
 /// softmax over parents' scores + next-token log-probs. Each drafted beam whose parent was
-/// kept is accepted if u <= p/q; with at least K accepted, K of them are kept at random and
-/// the next depth is examined; otherwise the missing beams are drawn without replacement
-/// from norm(max(0, p - q)) (falling back to p) and the round ends. With N = K = 1 this is
-/// exactly speculative sampling.
+/// kept is accepted by the test if u <= p/q; with at least K accepted, K of them are kept at
+/// random and the next depth is examined; otherwise the missing beams are drawn without
+/// replacement from norm(max(0, p - q)) (falling back to p) and the round ends. With N = K = 1
+/// this is exactly speculative sampling.
 pub(super) fn relaxed<R: Rng>(
     s: &Scored,
     tree: &mut Tree,
@@ -181,8 +320,9 @@ pub(super) fn relaxed<R: Rng>(
     let k = s.k;
     let lookup = s.drafted_lookup(tree);
     let flat_index = s.flat_index();
-    let mut in_topk = vec![false; flat_index.len()];
+    let mut tests: Vec<Option<RelaxedTest>> = vec![None; flat_index.len()];
     let mut kept = HashSet::new();
+    let mut checks = Vec::new();
     // The draft's score and log-prob row (level, index) for every node it expanded.
     let mut draft_info: HashMap<NodeId, (f32, usize, usize)> = HashMap::new();
     for (i, b) in beams.iter().enumerate() {
@@ -216,15 +356,27 @@ pub(super) fn relaxed<R: Rng>(
             .map(|&x| ((x - log_zq) as f64).exp())
             .collect();
         let mut accepted = Vec::new();
+        let mut examined = 0;
         for (ci, c) in cands.iter().enumerate() {
             if let Some(n) = lookup.get(&(cur[c.parent].node, c.token)) {
-                let u: f64 = rng.random();
-                if u * q[ci] <= p[ci] {
+                let test = RelaxedTest::new(rng.random(), p[ci], q[ci]);
+                tests[flat_index[n]] = Some(test);
+                examined += 1;
+                if test.passed() {
                     accepted.push(ci);
-                    in_topk[flat_index[n]] = true;
                 }
             }
         }
+        let mut check = DepthCheck {
+            depth: d,
+            accepted: false,
+            candidates: cands.len(),
+            examined,
+            n_needed: None,
+            missed: Vec::new(),
+            passed: accepted.len(),
+            residual: None,
+        };
         // Fewer valid continuations than K: all of them accepted is a full step.
         if accepted.len() >= k.min(cands.len()) {
             accepted.shuffle(rng);
@@ -233,6 +385,8 @@ pub(super) fn relaxed<R: Rng>(
             let mut next = materialise(tree, &cur, &chosen, &lookup);
             sort_beams(tree, &mut next);
             kept.extend(next.iter().map(|b| b.node));
+            check.accepted = true;
+            checks.push(check);
             cur = next;
             continue;
         }
@@ -241,17 +395,31 @@ pub(super) fn relaxed<R: Rng>(
             taken[i] = true;
         }
         let residual: Vec<f64> = p.iter().zip(&q).map(|(a, b)| (a - b).max(0.0)).collect();
+        let mass: f64 = residual.iter().sum();
         let want = k.min(cands.len()) - accepted.len();
         let extra = draw_without_replacement(&residual, &p, &mut taken, want, rng);
-        let chosen: Vec<Cand> = accepted.iter().chain(&extra).map(|&i| cands[i]).collect();
-        let next = materialise(tree, &cur, &chosen, &lookup);
-        let n_acc = accepted.len();
-        kept.extend(next.iter().map(|b| b.node));
-        let mut flagged: Vec<(Beam, bool)> = next
-            .into_iter()
-            .enumerate()
-            .map(|(i, b)| (b, i >= n_acc))
+        check.residual = Some(residual_summary(
+            tree, &cur, &cands, &p, &q, &residual, &extra,
+        ));
+        checks.push(check);
+        let draw_of = |i: usize, fallback: bool| Draw {
+            prob: if fallback {
+                p[i]
+            } else {
+                residual[i] / mass.max(f64::MIN_POSITIVE)
+            },
+            fallback,
+        };
+        let chosen: Vec<(Cand, Option<Draw>)> = accepted
+            .iter()
+            .map(|&i| (cands[i], None))
+            .chain(extra.iter().map(|&(i, f)| (cands[i], Some(draw_of(i, f)))))
             .collect();
+        let just: Vec<Cand> = chosen.iter().map(|c| c.0).collect();
+        let next = materialise(tree, &cur, &just, &lookup);
+        kept.extend(next.iter().map(|b| b.node));
+        let mut flagged: Vec<(Beam, Option<Draw>)> =
+            next.into_iter().zip(chosen.iter().map(|c| c.1)).collect();
         flagged.sort_by(|a, b| {
             beam_order(
                 (a.0.score, tree.path(a.0.node)),
@@ -261,11 +429,14 @@ pub(super) fn relaxed<R: Rng>(
         return Verified {
             accepted: d - 1,
             kind: TargetStepKind::Resampled,
-            resampled: flagged.iter().map(|f| f.1).collect(),
+            resampled: flagged.iter().map(|f| f.1.is_some()).collect(),
+            draws: flagged.iter().map(|f| f.1).collect(),
             beams: flagged.into_iter().map(|f| f.0).collect(),
             examined: d,
-            in_topk,
+            in_topk: vec![false; flat_index.len()],
+            tests,
             kept,
+            checks,
         };
     }
     // Every drafted step accepted: the target samples the bonus step itself.
@@ -276,10 +447,48 @@ pub(super) fn relaxed<R: Rng>(
         accepted: g,
         kind: end_kind(g),
         resampled: vec![false; next.len()],
+        draws: vec![None; next.len()],
         beams: next,
         examined: g,
-        in_topk,
+        in_topk: vec![false; flat_index.len()],
+        tests,
         kept,
+        checks,
+    }
+}
+
+/// The residual's mass and largest entries, and whether a draw fell back to p.
+fn residual_summary(
+    tree: &Tree,
+    cur: &[Beam],
+    cands: &[Cand],
+    p: &[f64],
+    q: &[f64],
+    residual: &[f64],
+    drawn: &[(usize, bool)],
+) -> Residual {
+    let mass: f64 = residual.iter().sum();
+    let mut order: Vec<usize> = (0..cands.len()).filter(|&i| residual[i] > 0.0).collect();
+    order.sort_by(|&a, &b| residual[b].total_cmp(&residual[a]));
+    order.truncate(Residual::TOP);
+    let top = order
+        .into_iter()
+        .map(|i| {
+            let mut tokens = tree.path(cur[cands[i].parent].node);
+            tokens.push(cands[i].token);
+            ResidualEntry {
+                tokens,
+                p: p[i],
+                q: q[i],
+                r: residual[i] / mass,
+            }
+        })
+        .collect();
+    Residual {
+        mass,
+        drawn: drawn.len(),
+        fallback: drawn.iter().any(|d| d.1),
+        top,
     }
 }
 

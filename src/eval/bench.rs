@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use super::metrics::{RankingMetrics, CUTOFFS};
-use super::speed::{SpeedStats, UserSpeed};
+use super::speed::{width_grid, SpeedStats, UserSpeed, WidthCurve};
 use super::tune::{shape_candidates, tune_width, tuning_samples, WidthChoice};
 use crate::data::{Dataset, Sample};
 use crate::decode::{
@@ -68,6 +68,11 @@ pub struct KReport {
     pub accepted_steps: f64,
     /// Acceptance rate of drafted depth 1, 2, 3 within a round (accepted / examined).
     pub depth_acceptance: Vec<f64>,
+    /// Strict: acceptance against N per drafted depth (see [`super::speed`]): the share of the
+    /// rounds that examined the depth that a width N' would have accepted, at widths K..16K
+    /// and beyond while some round needed more.
+    #[serde(default)]
+    pub width_curves: Vec<WidthCurve>,
     pub baseline_target_passes: f64,
     pub target_passes: f64,
     pub draft_passes: f64,
@@ -196,6 +201,11 @@ impl Acc {
         r.ws_mean = s.ws_mean();
         r.accepted_steps = s.accepted_steps();
         r.depth_acceptance = s.depth_acceptance();
+        let widest = (1..=super::speed::MAX_DRAFTED)
+            .filter_map(|d| s.n_needed(d).last().copied())
+            .max()
+            .unwrap_or(0);
+        r.width_curves = s.width_curves(&width_grid(r.k, widest));
         r.baseline_target_passes = s.mean_baseline_target_passes();
         r.target_passes = s.mean_target_passes();
         r.draft_passes = s.mean_draft_passes();
@@ -543,6 +553,25 @@ impl BenchReport {
                 w.k,
                 trials.join(", "),
                 shape(w.n, w.gamma)
+            ));
+        }
+        for r in self.per_k.iter().filter(|r| !r.width_curves.is_empty()) {
+            let depths: Vec<String> = r
+                .width_curves
+                .iter()
+                .map(|c| {
+                    let pts: Vec<String> = c
+                        .points
+                        .iter()
+                        .map(|(n, a)| format!("{n} {a:.2}"))
+                        .collect();
+                    format!("d{} ({} rounds) {}", c.depth, c.rounds, pts.join(", "))
+                })
+                .collect();
+            s.push_str(&format!(
+                "acceptance vs N K={} (share of the rounds that examined a drafted depth that width N would accept): {}\n",
+                r.k,
+                depths.join("; ")
             ));
         }
         for (name, p) in [

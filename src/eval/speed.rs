@@ -10,6 +10,13 @@
 //!   accepted depth d over the rounds whose verifier *examined* depth d. A round examines every
 //!   depth it accepts and the first one it rejects; depths after a rejection were never looked
 //!   at and do not count ([`crate::decode::RoundTrace::examined`]).
+//!   The drafted depth is the step within a round, not the identifier depth: a round that starts
+//!   at identifier depth 2 drafts depth 3 as its step 1.
+//! - **Acceptance against N** at drafted depth d (strict): over the rounds that examined depth d,
+//!   the share whose smallest accepting width ([`crate::decode::trace::DepthCheck::n_needed`]) is
+//!   at most N'. At the run's own N (full width) it equals the per-depth acceptance; other N'
+//!   answer "how wide must N be" from the same run, with no extra decoding (exact at depth 1; at
+//!   deeper depths over the parents the draft actually expanded).
 //! - **Target-pass ratio**: target-only forward passes over speculative target passes, as a
 //!   ratio of totals: the speedup a device whose passes cost the same whatever their tokens
 //!   would turn the measured acceptance into.
@@ -47,6 +54,9 @@ pub struct UserSpeed {
     /// Per drafted depth (index 0 = depth 1): rounds that examined it, and that accepted it.
     pub depth_examined: [usize; MAX_DRAFTED],
     pub depth_accepted: [usize; MAX_DRAFTED],
+    /// Per drafted depth (strict runs): the smallest accepting N of every round that examined it.
+    #[serde(default)]
+    pub n_needed: [Vec<usize>; MAX_DRAFTED],
 }
 
 impl UserSpeed {
@@ -59,11 +69,17 @@ impl UserSpeed {
     ) -> Self {
         let mut depth_examined = [0; MAX_DRAFTED];
         let mut depth_accepted = [0; MAX_DRAFTED];
+        let mut n_needed: [Vec<usize>; MAX_DRAFTED] = Default::default();
         for round in &trace.rounds {
             for d in 0..round.examined().min(MAX_DRAFTED) {
                 depth_examined[d] += 1;
                 if d < round.accepted {
                     depth_accepted[d] += 1;
+                }
+            }
+            for c in &round.checks {
+                if let (Some(n), Some(slot)) = (c.n_needed, n_needed.get_mut(c.depth - 1)) {
+                    slot.push(n);
                 }
             }
         }
@@ -78,6 +94,7 @@ impl UserSpeed {
             times: trace.times(),
             depth_examined,
             depth_accepted,
+            n_needed,
         }
     }
 
@@ -155,6 +172,70 @@ impl SpeedStats {
             .collect()
     }
 
+    /// Rounds (over all users) that examined drafted depth `d` (1-based).
+    pub fn depth_rounds(&self, d: usize) -> usize {
+        self.users
+            .iter()
+            .map(|u| u.depth_examined.get(d - 1).copied().unwrap_or(0))
+            .sum()
+    }
+
+    /// The smallest accepting N of every round that examined drafted depth `d` (1-based),
+    /// sorted; empty for relaxed runs and traces recorded before N was recorded.
+    pub fn n_needed(&self, d: usize) -> Vec<usize> {
+        let mut v: Vec<usize> = self
+            .users
+            .iter()
+            .filter_map(|u| u.n_needed.get(d - 1))
+            .flatten()
+            .copied()
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Acceptance against N at drafted depth `d` (see the module documentation): for each
+    /// width, the share of the rounds that examined depth d whose smallest accepting N is at
+    /// most that width. `None` when no round recorded N needed at that depth.
+    pub fn acceptance_at_widths(&self, d: usize, widths: &[usize]) -> Option<Vec<f64>> {
+        let needed = self.n_needed(d);
+        if needed.is_empty() {
+            return None;
+        }
+        let total = needed.len() as f64;
+        Some(
+            widths
+                .iter()
+                .map(|&w| needed.partition_point(|&n| n <= w) as f64 / total)
+                .collect(),
+        )
+    }
+
+    /// The smallest N that would have accepted at least `share` of the rounds that examined
+    /// drafted depth `d` (the `share` quantile of N needed).
+    pub fn width_for_share(&self, d: usize, share: f64) -> Option<usize> {
+        let needed = self.n_needed(d);
+        if needed.is_empty() {
+            return None;
+        }
+        let i = ((share * needed.len() as f64).ceil() as usize).clamp(1, needed.len());
+        Some(needed[i - 1])
+    }
+
+    /// The acceptance-against-N curve of every drafted depth that recorded one, at `widths`.
+    pub fn width_curves(&self, widths: &[usize]) -> Vec<WidthCurve> {
+        (1..=MAX_DRAFTED)
+            .filter_map(|d| {
+                let acc = self.acceptance_at_widths(d, widths)?;
+                Some(WidthCurve {
+                    depth: d,
+                    rounds: self.n_needed(d).len(),
+                    points: widths.iter().copied().zip(acc).collect(),
+                })
+            })
+            .collect()
+    }
+
     /// Target-pass ratio over all users (ratio of totals).
     pub fn target_pass_ratio(&self) -> f64 {
         ratio(
@@ -224,6 +305,32 @@ impl SpeedStats {
     }
 }
 
+/// Acceptance against N at one drafted depth: (N', share of rounds accepted with width N').
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WidthCurve {
+    /// Drafted depth within a round (1-based).
+    pub depth: usize,
+    /// Rounds that examined this depth.
+    pub rounds: usize,
+    pub points: Vec<(usize, f64)>,
+}
+
+/// Widths to draw an acceptance-against-N curve at for beam size `k`: K times 1, 1.5, 2, 3, 4,
+/// 6, 8, 12 and 16, and up to `max` in doublings beyond that.
+pub fn width_grid(k: usize, max: usize) -> Vec<usize> {
+    let k = k.max(1);
+    let mut v: Vec<usize> = [2, 3, 4, 6, 8, 12, 16, 24, 32]
+        .iter()
+        .map(|&half| (k * half).div_ceil(2))
+        .collect();
+    while v.last().is_some_and(|&w| w < max) {
+        let next = v.last().map_or(k, |&w| w * 2);
+        v.push(next);
+    }
+    v.dedup();
+    v
+}
+
 /// a / b, or 0 when b is 0.
 fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 {
@@ -250,5 +357,77 @@ mod tests {
             });
         }
         assert_eq!(s.accepted_histogram(), vec![0, 0, 1, 2]);
+    }
+
+    use crate::decode::trace::{DepthCheck, RoundTrace};
+    use crate::decode::DecodeParams;
+
+    fn round(accepted: usize, drafted: usize, needed: &[usize]) -> RoundTrace {
+        let mut r: RoundTrace = serde_json::from_value(serde_json::json!({
+            "round": 0, "start_depth": 0, "roots": [], "drafted": drafted, "nodes": [],
+            "tree": {"context_len": 0, "lead_len": 0, "positions": [], "mask_rows": []},
+            "accepted": accepted,
+            "target_step": {"depth": accepted + 1, "kind": "correction", "beams": [],
+                            "drafted_node": []},
+            "times": {"draft_ms": 0.0, "verify_ms": 0.0, "other_ms": 0.0},
+            "target_passes": 1, "draft_passes": drafted
+        }))
+        .unwrap();
+        r.checks = needed
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| DepthCheck {
+                depth: i + 1,
+                accepted: i < accepted,
+                candidates: 100,
+                examined: n,
+                n_needed: Some(n),
+                missed: vec![],
+                passed: 0,
+                residual: None,
+            })
+            .collect();
+        r
+    }
+
+    fn user(id: u32, rounds: Vec<RoundTrace>) -> UserSpeed {
+        let trace = DecodeTrace {
+            params: DecodeParams::default(),
+            rounds,
+            beams: vec![],
+            wall_ms: 1.0,
+        };
+        UserSpeed::new(id, &trace, 2.0, 4)
+    }
+
+    #[test]
+    fn acceptance_against_n_agrees_with_per_depth_acceptance_at_the_run_width() {
+        // N = 40: round 1 accepts depths 1-3 (every step, so depth 3 counts as accepted),
+        // round 2 rejects depth 1 (needs 55); a second user accepts depth 1 and rejects 2.
+        let mut s = SpeedStats::default();
+        s.record(user(
+            1,
+            vec![round(3, 3, &[20, 31, 40]), round(0, 1, &[55])],
+        ));
+        s.record(user(2, vec![round(1, 3, &[38, 90])]));
+        assert_eq!(s.depth_acceptance(), vec![2.0 / 3.0, 0.5, 1.0]);
+        let at40: Vec<f64> = (1..=3)
+            .map(|d| s.acceptance_at_widths(d, &[40]).unwrap()[0])
+            .collect();
+        assert_eq!(at40, s.depth_acceptance());
+        assert_eq!(
+            s.acceptance_at_widths(1, &[19, 20, 55]),
+            Some(vec![0.0, 1.0 / 3.0, 1.0])
+        );
+        assert_eq!(s.width_for_share(1, 0.5), Some(38));
+        assert_eq!(s.width_for_share(1, 1.0), Some(55));
+        assert_eq!(s.width_for_share(2, 0.9), Some(90));
+        assert_eq!(s.depth_rounds(1), 3);
+        let curves = s.width_curves(&[40, 80]);
+        assert_eq!(curves.len(), 3);
+        assert_eq!(curves[1].points, vec![(40, 0.5), (80, 0.5)]);
+        assert_eq!(width_grid(20, 800)[..4], [20, 30, 40, 60]);
+        assert_eq!(*width_grid(20, 800).last().unwrap(), 1280);
+        assert_eq!(width_grid(1, 0), [1, 2, 3, 4, 6, 8, 12, 16]);
     }
 }

@@ -5,24 +5,45 @@
 //! the app's generation; the thread also checks a shared "latest generation" between the users of
 //! an auto-run so that a newer request stops it promptly. Results that still arrive for an older
 //! generation are dropped by the app.
+//!
+//! Tuning requests ([`Command::Tune`]) are queued in the engine instead, never dropped, and run
+//! as background work one decode at a time: whenever no request waits, and a few decodes
+//! between the users of an auto-run. The thread never runs two decodes at once, so a tuning
+//! decode never shares the machine with a timed one.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::mpsc::{self, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::state::{Command, EngineEvent};
+use super::state::{Command, EngineEvent, TuneFor};
 use crate::session::{RunParams, UserRun};
 
 /// Name of the engine thread (the terminal's panic hook recognises it).
 pub const ENGINE_THREAD: &str = "atspeed-engine";
 
+/// Background decodes run between the users of an auto-run (tuning keeps moving, at about this
+/// many tuning decodes per user decoded).
+const BACKGROUND_PER_USER: usize = 3;
+
 /// Something that can decode user `user` (an index into the app's user list).
 pub trait Engine: Send + 'static {
     fn decode(&mut self, user: usize, params: &RunParams) -> crate::Result<UserRun>;
     fn num_users(&self) -> usize;
+    /// Queues a tuning; may answer at once (a cached shape, or no tuning here).
+    fn tune(&mut self, _what: TuneFor) -> Option<EngineEvent> {
+        None
+    }
+    /// Whether background work is queued.
+    fn has_background(&self) -> bool {
+        false
+    }
+    /// One unit of background work (one tuning decode); what it has to report, if anything.
+    fn background(&mut self) -> Option<EngineEvent> {
+        None
+    }
 }
 
 /// Handle to the engine thread. Dropping it closes the request channel, which ends the thread.
@@ -39,13 +60,48 @@ impl Worker {
         let seen = latest.clone();
         let handle = std::thread::Builder::new()
             .name(ENGINE_THREAD.into())
-            .spawn(move || {
-                while let Ok(mut cmd) = rx.recv() {
-                    // Only the newest request matters.
-                    while let Ok(next) = rx.try_recv() {
-                        cmd = next;
+            .spawn(move || loop {
+                let first = if engine.has_background() {
+                    match rx.try_recv() {
+                        Ok(c) => Some(c),
+                        Err(TryRecvError::Empty) => None,
+                        Err(TryRecvError::Disconnected) => break,
                     }
-                    let generation = generation_of(&cmd);
+                } else {
+                    match rx.recv() {
+                        Ok(c) => Some(c),
+                        Err(_) => break,
+                    }
+                };
+                let Some(first) = first else {
+                    // Nothing asked: a step of background work.
+                    if let Some(ev) = engine.background() {
+                        if events.send(ev).is_err() {
+                            break;
+                        }
+                    }
+                    continue;
+                };
+                // Tuning requests queue up; of the rest only the newest request matters.
+                let mut next = Some(first);
+                let mut newest = None;
+                let mut alive = true;
+                while let Some(c) = next {
+                    match c {
+                        Command::Tune(what) => {
+                            if let Some(ev) = engine.tune(what) {
+                                alive &= events.send(ev).is_ok();
+                            }
+                        }
+                        other => newest = Some(other),
+                    }
+                    next = rx.try_recv().ok();
+                }
+                if !alive {
+                    break;
+                }
+                if let Some(cmd) = newest {
+                    let generation = generation_of(&cmd).unwrap_or(0);
                     // A panic in the model code must not take the explorer down: report it as
                     // a failed decode and keep serving.
                     let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -75,10 +131,12 @@ impl Worker {
 
     /// Queues a request. Returns false when the thread is gone.
     pub fn send(&self, cmd: Command) -> bool {
-        if super::state::is_save(&cmd) {
+        if super::state::is_save(&cmd) || matches!(cmd, Command::ExportRound { .. }) {
             return true;
         }
-        self.latest.store(generation_of(&cmd), Ordering::SeqCst);
+        if let Some(g) = generation_of(&cmd) {
+            self.latest.store(g, Ordering::SeqCst);
+        }
         self.tx.as_ref().is_some_and(|tx| tx.send(cmd).is_ok())
     }
 }
@@ -94,13 +152,17 @@ impl Drop for Worker {
     }
 }
 
-fn generation_of(cmd: &Command) -> u64 {
+/// The generation a request belongs to; `None` for work that no newer request replaces.
+fn generation_of(cmd: &Command) -> Option<u64> {
     match cmd {
         Command::Decode { generation, .. }
         | Command::Compare { generation, .. }
         | Command::Auto { generation, .. }
-        | Command::Cancel { generation } => *generation,
-        Command::SaveSession(_) | Command::SaveSessionAs { .. } => 0,
+        | Command::Cancel { generation } => Some(*generation),
+        Command::Tune(_)
+        | Command::SaveSession(_)
+        | Command::SaveSessionAs { .. }
+        | Command::ExportRound { .. } => None,
     }
 }
 
@@ -165,6 +227,7 @@ fn serve(
                     user,
                     a: Box::new(a),
                     b: Box::new(b),
+                    auto: false,
                 },
                 Err(e) => failed(generation, e),
             }
@@ -173,16 +236,35 @@ fn serve(
             generation,
             from,
             params,
+            other_draft,
         } => {
+            let other = other_draft.map(|draft| RunParams {
+                draft,
+                ..params.clone()
+            });
             for user in from..engine.num_users() {
                 if !current(generation) {
                     return true;
                 }
-                let ev = match engine.decode(user, &params) {
-                    Ok(run) => EngineEvent::Decoded {
+                let decoded = engine.decode(user, &params).and_then(|a| {
+                    let b = match &other {
+                        Some(o) => Some(engine.decode(user, o)?),
+                        None => None,
+                    };
+                    Ok((a, b))
+                });
+                let ev = match decoded {
+                    Ok((run, None)) => EngineEvent::Decoded {
                         generation,
                         user,
                         run: Box::new(run),
+                        auto: true,
+                    },
+                    Ok((a, Some(b))) => EngineEvent::Compared {
+                        generation,
+                        user,
+                        a: Box::new(a),
+                        b: Box::new(b),
                         auto: true,
                     },
                     Err(e) => {
@@ -192,12 +274,25 @@ fn serve(
                 if events.send(ev).is_err() {
                     return false;
                 }
+                // Tuning keeps moving during an auto-run.
+                for _ in 0..BACKGROUND_PER_USER {
+                    if !engine.has_background() || !current(generation) {
+                        break;
+                    }
+                    if let Some(ev) = engine.background() {
+                        if events.send(ev).is_err() {
+                            return false;
+                        }
+                    }
+                }
             }
             EngineEvent::AutoDone { generation }
         }
-        Command::Cancel { .. } | Command::SaveSession(_) | Command::SaveSessionAs { .. } => {
-            return true
-        }
+        Command::Cancel { .. }
+        | Command::Tune(_)
+        | Command::SaveSession(_)
+        | Command::SaveSessionAs { .. }
+        | Command::ExportRound { .. } => return true,
     };
     events.send(ev).is_ok()
 }
@@ -293,7 +388,7 @@ mod tests {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while !gens.contains(&3) && std::time::Instant::now() < deadline {
             if let Ok(ev) = rx.try_recv() {
-                gens.push(ev.generation());
+                gens.extend(ev.generation());
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -305,6 +400,7 @@ mod tests {
             generation: 4,
             from: 0,
             params: params(4),
+            other_draft: None,
         });
         let mut users = Vec::new();
         loop {

@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 
 use crate::decode::trace::{
-    BeamView, DecodeTrace, DraftNode, Mode, PhaseTimes, RoundTrace, TargetStep, TargetStepKind,
-    TreeLayout, Verdict,
+    BeamView, DecodeTrace, DepthCheck, DraftNode, Draw, MissedBeam, Mode, PhaseTimes, RelaxedTest,
+    Residual, ResidualEntry, RoundTrace, TargetStep, TargetStepKind, TreeLayout, Verdict,
 };
 use crate::decode::DecodeParams;
 use crate::ids::{Vocab, ID_LEN};
@@ -150,9 +150,10 @@ fn target_p(q: f32, token: u32, level: usize) -> f32 {
     (q * (0.55 + 0.9 * wobble)).min(0.95)
 }
 
-/// One candidate extension while building a depth.
+/// One candidate extension of a depth: a child of a parent the draft (or the target) expanded.
 #[derive(Clone)]
 struct Cand {
+    /// The parent's node index (`None`: a round-start beam, `root`).
     parent: Option<usize>,
     root: usize,
     tokens: Vec<u32>,
@@ -160,14 +161,25 @@ struct Cand {
     p: f32,
     draft_score: f32,
     target_score: f32,
+    /// The parent's target score.
+    parent_ts: f32,
 }
 
 fn rank_desc(a: f32, b: f32, ta: &[u32], tb: &[u32]) -> std::cmp::Ordering {
     crate::decode::beam_order((a, ta), (b, tb))
 }
 
+/// A deterministic stand-in for a uniform draw in [0, 1), from the beam's tokens.
+fn uniform(tokens: &[u32], salt: u32) -> f64 {
+    let h = tokens.iter().fold(0x811c_9dc5u32 ^ salt, |h, &t| {
+        (h ^ t).wrapping_mul(0x0100_0193)
+    });
+    (h >> 8) as f64 / (1u32 << 24) as f64
+}
+
 /// Builds a whole decode. `plan[r]` is how many drafted steps round `r` accepts (clamped to what
-/// it drafts; missing entries accept everything). `salt` varies tokens between users.
+/// it drafts and to what the rules allow; missing entries accept everything). `salt` varies
+/// tokens between users.
 pub fn trace(
     mode: Mode,
     n: usize,
@@ -208,6 +220,62 @@ pub fn trace(
     }
 }
 
+/// A beam a depth extends: its node (`None`: a round-start beam), its round-start beam, its
+/// tokens, and its draft and target scores.
+type Parent = (Option<usize>, usize, Vec<u32>, f32, f32);
+
+/// Every child of `parents` at identifier level `level`, scored by both models.
+fn extend(parents: &[Parent], level: usize, salt: u32) -> Vec<Cand> {
+    let mut out = Vec::new();
+    for (parent, root, prefix, ds, ts) in parents {
+        for (t, q) in children(prefix, level, salt) {
+            let p = target_p(q, t, level);
+            let mut tokens = prefix.clone();
+            tokens.push(t);
+            out.push(Cand {
+                parent: *parent,
+                root: *root,
+                tokens,
+                q,
+                p,
+                draft_score: ds + q.ln(),
+                target_score: ts + p.ln(),
+                parent_ts: *ts,
+            });
+        }
+    }
+    out
+}
+
+/// The drafted beams `chosen` (indices into `cands`) as the parents of the next depth.
+fn kept(
+    chosen: &[usize],
+    drafted_at: &[Option<usize>],
+    nodes: &[DraftNode],
+    paths: &[Vec<u32>],
+    cands: &[Cand],
+) -> Vec<Parent> {
+    chosen
+        .iter()
+        .map(|&i| {
+            let j = drafted_at[i].expect("kept beams are drafted");
+            (
+                Some(j),
+                nodes[j].root,
+                paths[j].clone(),
+                nodes[j].draft_score,
+                cands[i].target_score,
+            )
+        })
+        .collect()
+}
+
+/// One round, built the way the decoder builds it: the draft's beam search keeps the N best
+/// candidates per depth by draft score; the verifier walks the depths with the real rules
+/// (strict: the target's top-K all drafted; relaxed: u <= p/q, at least K passing) and records
+/// what it found. `acc` steers the outcome: at depth `acc + 1` the target disagrees (strict: a
+/// child the draft did not draft enters the target's top-K; relaxed: the target's p of the
+/// drafted beams drops), and at the depths before it the target agrees.
 #[allow(clippy::too_many_arguments)]
 fn build_round(
     mode: Mode,
@@ -220,53 +288,31 @@ fn build_round(
     drafted: usize,
     acc: usize,
 ) -> RoundTrace {
+    let strict = mode == Mode::Strict;
     let mut nodes: Vec<DraftNode> = Vec::new();
     let mut paths: Vec<Vec<u32>> = Vec::new();
-    // Draft beam search: every node of the previous depth is a parent (the draft keeps N beams).
-    let mut frontier: Vec<Option<usize>> = vec![None; 0];
+    // The draft's candidates per depth, best first (what its ranks refer to).
+    let mut ranked: Vec<Vec<Cand>> = Vec::new();
+    let root_parents: Vec<Parent> = roots
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (None, i, b.tokens.clone(), b.score, b.score))
+        .collect();
+    let mut frontier = root_parents.clone();
     for d in 1..=drafted {
-        let level = start + d - 1;
-        let mut cands = Vec::new();
-        let parents: Vec<(Option<usize>, usize)> = if d == 1 {
-            (0..roots.len()).map(|i| (None, i)).collect()
-        } else {
-            frontier.iter().map(|&p| (p, 0)).collect()
-        };
-        for (parent, root_i) in parents {
-            let (prefix, root, ds, ts) = match parent {
-                None => (
-                    roots[root_i].tokens.clone(),
-                    root_i,
-                    roots[root_i].score,
-                    roots[root_i].score,
-                ),
-                Some(pi) => (
-                    paths[pi].clone(),
-                    nodes[pi].root,
-                    nodes[pi].draft_score,
-                    nodes[pi].target_score.unwrap_or(0.0),
-                ),
-            };
-            for (t, q) in children(&prefix, level, salt) {
-                let p = target_p(q, t, level);
-                let mut tokens = prefix.clone();
-                tokens.push(t);
-                cands.push(Cand {
-                    parent,
-                    root,
-                    tokens,
-                    q,
-                    p,
-                    draft_score: ds + q.ln(),
-                    target_score: ts + p.ln(),
-                });
-            }
-        }
+        let mut cands = extend(&frontier, start + d - 1, salt);
         cands.sort_by(|a, b| rank_desc(a.draft_score, b.draft_score, &a.tokens, &b.tokens));
+        ranked.push(cands.clone());
         cands.truncate(n);
         frontier.clear();
-        for c in cands {
-            frontier.push(Some(nodes.len()));
+        for (i, c) in cands.into_iter().enumerate() {
+            frontier.push((
+                Some(nodes.len()),
+                c.root,
+                c.tokens.clone(),
+                c.draft_score,
+                c.target_score,
+            ));
             paths.push(c.tokens.clone());
             nodes.push(DraftNode {
                 depth: d,
@@ -279,108 +325,283 @@ fn build_round(
                 target_score: Some(c.target_score),
                 in_target_topk: false,
                 verdict: Verdict::Pending,
+                draft_rank: strict.then_some(i + 1),
+                test: None,
             });
         }
     }
+    let node_of = |paths: &[Vec<u32>], t: &[u32]| paths.iter().position(|p| p == t);
 
-    // Verification, depth by depth: candidates are the children of kept beams.
-    let mut resampled_kept: Vec<usize> = Vec::new();
-    for d in 1..=drafted.min(acc + 1) {
-        let mut cands: Vec<usize> = (0..nodes.len())
-            .filter(|&i| nodes[i].depth == d)
-            .filter(|&i| {
-                nodes[i]
-                    .parent
-                    .is_none_or(|p| nodes[p].verdict == Verdict::Accepted)
-            })
-            .collect();
-        cands.sort_by(|&a, &b| {
-            rank_desc(
-                nodes[a].target_score.unwrap_or(f32::MIN),
-                nodes[b].target_score.unwrap_or(f32::MIN),
-                &paths[a],
-                &paths[b],
-            )
-        });
-        if d <= acc {
-            for (rank, &i) in cands.iter().enumerate() {
-                nodes[i].in_target_topk = rank < k;
-                nodes[i].verdict = if rank < k {
+    // Verification, depth by depth, from the round's beams.
+    let mut kept_parents = root_parents;
+    let mut checks = Vec::new();
+    let mut accepted = 0;
+    let mut step: Option<(TargetStepKind, Vec<BeamView>, Vec<Option<Draw>>)> = None;
+    for d in 1..=drafted {
+        let disagree = d == acc + 1;
+        let mut cands = extend(&kept_parents, start + d - 1, salt);
+        let drafted_at: Vec<Option<usize>> =
+            cands.iter().map(|c| node_of(&paths, &c.tokens)).collect();
+        let examined: Vec<usize> = drafted_at.iter().flatten().copied().collect();
+        let rank_of = |t: &[u32]| {
+            ranked[d - 1]
+                .iter()
+                .position(|c| c.tokens == t)
+                .map(|i| i + 1)
+        };
+        if strict {
+            // The target's view of the children the draft did not draft: where it agrees they
+            // rank low; where it disagrees, the draft's best undrafted child of the strongest
+            // kept beam is the target's #2.
+            let best = cands
+                .iter()
+                .zip(&drafted_at)
+                .filter(|(_, x)| x.is_some())
+                .map(|(c, _)| c.target_score)
+                .fold(f32::NEG_INFINITY, f32::max);
+            let top_parent = cands
+                .iter()
+                .map(|c| c.parent_ts)
+                .fold(f32::NEG_INFINITY, f32::max);
+            let undrafted = cands
+                .iter()
+                .enumerate()
+                .filter(|(i, c)| drafted_at[*i].is_none() && c.parent_ts == top_parent)
+                .min_by_key(|(_, c)| rank_of(&c.tokens).unwrap_or(usize::MAX))
+                .map(|(i, _)| i);
+            for (i, c) in cands.iter_mut().enumerate() {
+                if drafted_at[i].is_none() {
+                    c.target_score = if disagree && Some(i) == undrafted {
+                        best - 0.05
+                    } else {
+                        c.parent_ts - 8.0
+                    };
+                    c.p = (c.target_score - c.parent_ts).exp();
+                }
+            }
+            let mut order: Vec<usize> = (0..cands.len()).collect();
+            order.sort_by(|&a, &b| {
+                rank_desc(
+                    cands[a].target_score,
+                    cands[b].target_score,
+                    &cands[a].tokens,
+                    &cands[b].tokens,
+                )
+            });
+            order.truncate(k);
+            let all = order.iter().all(|&i| drafted_at[i].is_some());
+            let mut missed = Vec::new();
+            let mut worst = 0;
+            for (tr, &i) in order.iter().enumerate() {
+                let c = &cands[i];
+                let rank = rank_of(&c.tokens).unwrap_or(0);
+                worst = worst.max(rank);
+                match drafted_at[i] {
+                    Some(j) => nodes[j].in_target_topk = true,
+                    None => missed.push(MissedBeam {
+                        tokens: c.tokens.clone(),
+                        target_rank: tr + 1,
+                        draft_rank: rank,
+                        q: c.q,
+                        p: c.p,
+                        target_score: c.target_score,
+                        draft_score: c.draft_score,
+                    }),
+                }
+            }
+            for &j in &examined {
+                nodes[j].verdict = if nodes[j].in_target_topk {
                     Verdict::Accepted
                 } else {
                     Verdict::Rejected
                 };
             }
-        } else {
-            // The failing depth. Strict: one of the target's top-K was never drafted, so only
-            // K-1 drafted beams are in it and the step fails. Relaxed: only the best one passes
-            // u <= p/q; it is kept and the rest of the K are resampled.
-            for (rank, &i) in cands.iter().enumerate() {
-                nodes[i].in_target_topk = rank + 1 < k;
-                nodes[i].verdict = match mode {
-                    Mode::Relaxed if rank == 0 => {
-                        resampled_kept.push(i);
-                        Verdict::Accepted
-                    }
-                    _ => Verdict::Rejected,
-                };
+            checks.push(DepthCheck {
+                depth: d,
+                accepted: all,
+                candidates: ranked[d - 1].len(),
+                examined: examined.len(),
+                n_needed: Some(worst),
+                missed,
+                passed: 0,
+                residual: None,
+            });
+            let top: Vec<BeamView> = order
+                .iter()
+                .map(|&i| BeamView {
+                    tokens: cands[i].tokens.clone(),
+                    score: cands[i].target_score,
+                })
+                .collect();
+            if !all {
+                step = Some((TargetStepKind::Correction, top, vec![None; k]));
+                break;
             }
+            accepted = d;
+            kept_parents = kept(&order, &drafted_at, &nodes, &paths, &cands);
+        } else {
+            // Relaxed: the target disagrees by taking most of its mass off the drafted beams.
+            if disagree {
+                for (i, c) in cands.iter_mut().enumerate() {
+                    if let Some(j) = drafted_at[i] {
+                        c.p *= 0.3;
+                        c.target_score += 0.3f32.ln();
+                        nodes[j].p = Some(c.p);
+                        nodes[j].target_score = Some(c.target_score);
+                    }
+                }
+            }
+            let norm = |xs: Vec<f32>| -> Vec<f64> {
+                let m = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let e: Vec<f64> = xs.iter().map(|&x| ((x - m) as f64).exp()).collect();
+                let z: f64 = e.iter().sum();
+                e.into_iter().map(|x| x / z).collect()
+            };
+            let ps = norm(cands.iter().map(|c| c.target_score).collect());
+            let qs = norm(cands.iter().map(|c| c.draft_score).collect());
+            // Draws: below p/q for the beams that should pass, above it for the others.
+            let mut by_ratio: Vec<usize> = (0..cands.len())
+                .filter(|&i| drafted_at[i].is_some())
+                .collect();
+            by_ratio.sort_by(|&a, &b| (ps[b] / qs[b]).total_cmp(&(ps[a] / qs[a])));
+            let want = if disagree {
+                1
+            } else {
+                (k + 2).min(by_ratio.len())
+            };
+            let mut passed = Vec::new();
+            for (pos, &i) in by_ratio.iter().enumerate() {
+                let j = drafted_at[i].expect("examined");
+                let ratio = ps[i] / qs[i];
+                let h = uniform(&cands[i].tokens, salt);
+                let u = if pos < want || ratio >= 1.0 {
+                    (0.1 + 0.8 * h) * ratio.min(1.0)
+                } else {
+                    ratio + (1.0 - ratio) * (0.05 + 0.9 * h)
+                };
+                let test = RelaxedTest::new(u, ps[i], qs[i]);
+                nodes[j].test = Some(test);
+                nodes[j].verdict = Verdict::Failed;
+                if test.passed() {
+                    passed.push(i);
+                }
+            }
+            let ok = passed.len() >= k.min(cands.len());
+            let mut check = DepthCheck {
+                depth: d,
+                accepted: ok,
+                candidates: ranked[d - 1].len(),
+                examined: examined.len(),
+                n_needed: None,
+                missed: vec![],
+                passed: passed.len(),
+                residual: None,
+            };
+            if ok {
+                // K of the passed beams, "at random": by their draws.
+                passed.sort_by(|&a, &b| {
+                    uniform(&cands[b].tokens, 7).total_cmp(&uniform(&cands[a].tokens, 7))
+                });
+                for (pos, &i) in passed.iter().enumerate() {
+                    let j = drafted_at[i].expect("examined");
+                    nodes[j].verdict = if pos < k {
+                        Verdict::Accepted
+                    } else {
+                        Verdict::NotKept
+                    };
+                }
+                passed.truncate(k);
+                checks.push(check);
+                accepted = d;
+                kept_parents = kept(&passed, &drafted_at, &nodes, &paths, &cands);
+                continue;
+            }
+            // Too few passed: keep them, draw the rest from the residual, largest first.
+            let residual: Vec<f64> = ps.iter().zip(&qs).map(|(p, q)| (p - q).max(0.0)).collect();
+            let mass: f64 = residual.iter().sum();
+            let mut by_res: Vec<usize> = (0..cands.len()).filter(|&i| residual[i] > 0.0).collect();
+            by_res.sort_by(|&a, &b| residual[b].total_cmp(&residual[a]));
+            let drawn: Vec<usize> = by_res
+                .iter()
+                .copied()
+                .filter(|i| !passed.contains(i))
+                .take(k.min(cands.len()) - passed.len())
+                .collect();
+            check.residual = Some(Residual {
+                mass,
+                drawn: drawn.len(),
+                fallback: false,
+                top: by_res
+                    .iter()
+                    .take(Residual::TOP)
+                    .map(|&i| ResidualEntry {
+                        tokens: cands[i].tokens.clone(),
+                        p: ps[i],
+                        q: qs[i],
+                        r: residual[i] / mass,
+                    })
+                    .collect(),
+            });
+            checks.push(check);
+            for &i in &passed {
+                nodes[drafted_at[i].expect("examined")].verdict = Verdict::Accepted;
+            }
+            let mut beams: Vec<(BeamView, Option<Draw>)> = passed
+                .iter()
+                .map(|&i| (i, None))
+                .chain(drawn.iter().map(|&i| {
+                    (
+                        i,
+                        Some(Draw {
+                            prob: residual[i] / mass,
+                            fallback: false,
+                        }),
+                    )
+                }))
+                .map(|(i, w)| {
+                    (
+                        BeamView {
+                            tokens: cands[i].tokens.clone(),
+                            score: cands[i].target_score,
+                        },
+                        w,
+                    )
+                })
+                .collect();
+            beams.sort_by(|a, b| rank_desc(a.0.score, b.0.score, &a.0.tokens, &b.0.tokens));
+            let draws = beams.iter().map(|b| b.1).collect();
+            step = Some((
+                TargetStepKind::Resampled,
+                beams.into_iter().map(|b| b.0).collect(),
+                draws,
+            ));
+            break;
         }
     }
 
-    // The target's own step.
-    let (kind, depth) = if drafted == 0 {
-        (TargetStepKind::Plain, start + 1)
-    } else if acc == drafted {
-        (TargetStepKind::Bonus, start + drafted + 1)
-    } else if mode == Mode::Relaxed {
-        (TargetStepKind::Resampled, start + acc + 1)
-    } else {
-        (TargetStepKind::Correction, start + acc + 1)
-    };
-    let parents: Vec<(Vec<u32>, f32)> = if depth - start == 1 {
-        roots.iter().map(|b| (b.tokens.clone(), b.score)).collect()
-    } else {
-        (0..nodes.len())
-            .filter(|&i| {
-                nodes[i].depth == depth - start - 1 && nodes[i].verdict == Verdict::Accepted
-            })
-            .map(|i| (paths[i].clone(), nodes[i].target_score.unwrap_or(0.0)))
-            .collect()
-    };
-    let mut ext: Vec<BeamView> = Vec::new();
-    for (prefix, score) in &parents {
-        for (t, q) in children(prefix, depth - 1, salt) {
-            let mut tokens = prefix.clone();
-            tokens.push(t);
-            ext.push(BeamView {
-                score: score + target_p(q, t, depth - 1).ln(),
-                tokens,
-            });
-        }
-    }
-    ext.sort_by(|a, b| rank_desc(a.score, b.score, &a.tokens, &b.tokens));
-    let beams: Vec<BeamView> = if kind == TargetStepKind::Resampled {
-        let kept: Vec<BeamView> = resampled_kept
-            .iter()
-            .map(|&i| BeamView {
-                tokens: paths[i].clone(),
-                score: nodes[i].target_score.unwrap_or(0.0),
+    // The target's own step when every drafted depth passed (or nothing was drafted): its
+    // top-K extensions of the kept beams, one depth further.
+    let (kind, beams, draws) = step.unwrap_or_else(|| {
+        let mut ext: Vec<BeamView> = extend(&kept_parents, start + drafted, salt)
+            .into_iter()
+            .map(|c| BeamView {
+                tokens: c.tokens,
+                score: c.target_score,
             })
             .collect();
-        let drafted_paths: Vec<&Vec<u32>> = paths.iter().collect();
-        let fresh = ext
-            .into_iter()
-            .filter(|b| !drafted_paths.contains(&&b.tokens))
-            .take(k.saturating_sub(kept.len()));
-        kept.into_iter().chain(fresh).collect()
-    } else {
-        ext.into_iter().take(k).collect()
-    };
-    let drafted_node = beams
-        .iter()
-        .map(|b| paths.iter().position(|p| *p == b.tokens))
-        .collect();
+        ext.sort_by(|a, b| rank_desc(a.score, b.score, &a.tokens, &b.tokens));
+        ext.truncate(k);
+        let kind = if drafted == 0 {
+            TargetStepKind::Plain
+        } else {
+            TargetStepKind::Bonus
+        };
+        let none = vec![None; ext.len()];
+        (kind, ext, none)
+    });
+    let depth = start + accepted + 1;
+    let drafted_node = beams.iter().map(|b| node_of(&paths, &b.tokens)).collect();
+    let resampled = draws.iter().map(|d: &Option<Draw>| d.is_some()).collect();
 
     let positions = nodes
         .iter()
@@ -414,11 +635,13 @@ fn build_round(
             positions,
             mask_rows,
         },
-        accepted: acc,
+        accepted,
+        checks,
         target_step: TargetStep {
             depth,
             kind,
-            resampled: vec![kind == TargetStepKind::Resampled; beams.len()],
+            resampled,
+            draws,
             beams,
             drafted_node,
         },
@@ -528,22 +751,52 @@ impl crate::tui::engine::Engine for FixtureEngine {
 mod tests {
     use super::*;
 
+    /// The synthetic traces follow the decoder's rules, so every caption and check on screen
+    /// can be tested against them.
     #[test]
-    fn synthetic_traces_are_consistent() {
-        for run in [strict_run(1), relaxed_run(2)] {
+    fn synthetic_traces_follow_the_rules() {
+        for (run, want) in [
+            (strict_run(1), [2, 0]),
+            (relaxed_run(2), [1, 1]),
+            (run(Mode::Strict, 6, 3, 3, 4, &[1]), [1, 1]),
+            (run(Mode::Strict, 3, 3, 1, 5, &[0, 1]), [0, 1]),
+        ] {
             let t = &run.trace;
             assert_eq!(t.beams.len(), 3);
             assert!(t.beams.iter().all(|b| b.tokens.len() == ID_LEN));
             let mut depth = 0;
-            for r in &t.rounds {
+            for (ri, r) in t.rounds.iter().enumerate() {
                 assert_eq!(r.start_depth, depth);
                 assert_eq!(r.nodes.len(), r.tree.mask_rows.len());
                 assert_eq!(r.nodes.len(), r.tree.positions.len());
                 assert_eq!(r.target_step.beams.len(), 3);
+                assert_eq!(r.checks.len(), r.examined());
+                if let Some(&w) = want.get(ri) {
+                    assert_eq!(r.accepted, w.min(r.drafted), "round {ri} of {:?}", t.params);
+                }
                 for (i, nd) in r.nodes.iter().enumerate() {
                     assert!(r.tree.mask_rows[i].contains(&(i as u32)));
                     if let Some(p) = nd.parent {
                         assert_eq!(r.nodes[p].depth + 1, nd.depth);
+                    }
+                    match (t.params.mode, nd.verdict) {
+                        (_, Verdict::Pending) => assert!(nd.test.is_none()),
+                        (Mode::Strict, v) => {
+                            assert_eq!(v == Verdict::Accepted, nd.in_target_topk)
+                        }
+                        (Mode::Relaxed, Verdict::Failed) => assert!(!nd.test.unwrap().passed()),
+                        (Mode::Relaxed, _) => assert!(nd.test.unwrap().passed()),
+                    }
+                }
+                for c in &r.checks {
+                    assert_eq!(c.accepted, c.depth <= r.accepted);
+                    if t.params.mode == Mode::Strict {
+                        assert_eq!(c.accepted, c.missed.is_empty());
+                        let drafted = r.nodes.iter().filter(|x| x.depth == c.depth).count();
+                        assert_eq!(c.accepted, c.n_needed.unwrap() <= drafted);
+                        assert!(c.missed.iter().all(|m| m.draft_rank > drafted));
+                    } else {
+                        assert_eq!(c.accepted, c.passed >= 3);
                     }
                 }
                 depth = r.target_step.depth;
@@ -555,5 +808,13 @@ mod tests {
         assert_eq!(step.kind, TargetStepKind::Resampled);
         assert!(step.drafted_node.iter().any(|d| d.is_some()));
         assert!(step.drafted_node.iter().any(|d| d.is_none()));
+        assert!(relaxed.trace.rounds[0]
+            .nodes
+            .iter()
+            .any(|n| n.verdict == Verdict::NotKept));
+        assert!(relaxed.trace.rounds[0]
+            .nodes
+            .iter()
+            .any(|n| n.verdict == Verdict::Failed));
     }
 }

@@ -77,7 +77,7 @@ pub static BINDINGS: &[Binding] = &[
     bind(
         &[Char(' ')],
         "space",
-        "show the next phase: draft depth, verify, accept, target step",
+        "next phase: draft depth, verify, accept, target step",
         Some(("space", "step")),
         Show::Always,
         || Action::Step,
@@ -105,7 +105,7 @@ pub static BINDINGS: &[Binding] = &[
         &[Char('/')],
         "/",
         "search a user by id or by a title in its history",
-        Some(("/", "search")),
+        None,
         Show::Wide,
         || Action::SearchStart,
     ),
@@ -166,6 +166,14 @@ pub static BINDINGS: &[Binding] = &[
         || Action::DecGamma,
     ),
     bind(
+        &[Char('t')],
+        "t",
+        "drafted shape: tuned here / paper's N 40, gamma 3",
+        Some(("t", "preset")),
+        Show::Wide,
+        || Action::TogglePreset,
+    ),
+    bind(
         &[Char('d')],
         "d",
         "next draft model",
@@ -196,6 +204,38 @@ pub static BINDINGS: &[Binding] = &[
         Some(("r", "record")),
         Show::Wide,
         || Action::ToggleRecord,
+    ),
+    bind(
+        &[Char('x')],
+        "x",
+        "write the round on screen as an SVG file",
+        None,
+        Show::Wide,
+        || Action::ExportRound,
+    ),
+    bind(
+        &[Char('v')],
+        "v",
+        "speedup chart: WS per user / acceptance against N",
+        None,
+        Show::Wide,
+        || Action::ToggleChart,
+    ),
+    bind(
+        &[Char('b')],
+        "b",
+        "tree attention: next depth block of the grid",
+        None,
+        Show::Wide,
+        || Action::NextBlock,
+    ),
+    bind(
+        &[Char('z')],
+        "z",
+        "tree attention: 1, 2 or 4 tokens per grid cell",
+        None,
+        Show::Wide,
+        || Action::Zoom,
     ),
     bind(
         &[TabKey],
@@ -235,7 +275,7 @@ pub static BINDINGS: &[Binding] = &[
     bind(
         &[Up],
         "up",
-        "scroll the focused panel up (wheel: the panel under the mouse)",
+        "scroll the focused panel up (or the mouse wheel)",
         None,
         Show::Wide,
         || Action::Scroll { dy: -1, dx: 0 },
@@ -387,7 +427,9 @@ mod tests {
             Some(Action::SelectTab(Tab::Results))
         ));
         assert!(matches!(press(&app, Char('q')), Some(Action::Quit)));
-        assert!(press(&app, Char('z')).is_none());
+        assert!(matches!(press(&app, Char('t')), Some(Action::TogglePreset)));
+        assert!(matches!(press(&app, Char('z')), Some(Action::Zoom)));
+        assert!(press(&app, Char('j')).is_none());
         app.ui.search = Some(String::new());
         assert!(matches!(
             press(&app, Char('q')),

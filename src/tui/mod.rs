@@ -8,6 +8,7 @@
 //! all of it: they differ only in the [`engine::Engine`] behind the thread.
 
 pub mod engine;
+pub mod export;
 pub mod fixtures;
 pub mod keys;
 pub mod live;

@@ -316,30 +316,46 @@ async fn event_loop(
     let mut input = EventStream::new();
     let mut tick = tokio::time::interval(TICK);
     let mut latency = Latency::default();
+    // Input redraws at once; engine news (an auto-run sends many) waits for the next tick, so
+    // drawing never takes much of the CPU the timed decodes run on.
+    let mut draw_now = true;
+    let mut dirty = false;
     loop {
         perform(app, worker)?;
         if app.quit {
             latency.report();
             return Ok(());
         }
-        terminal
-            .draw(|f| render(app, f))
-            .map_err(|e| Error::Terminal(format!("drawing: {e}")))?;
-        latency.drawn();
+        if draw_now || (dirty && !app.auto) {
+            terminal
+                .draw(|f| render(app, f))
+                .map_err(|e| Error::Terminal(format!("drawing: {e}")))?;
+            latency.drawn();
+            dirty = false;
+        }
         let action = tokio::select! {
             ev = input.next() => match ev {
                 Some(Ok(ev)) => {
                     latency.input();
+                    draw_now = true;
                     keys::action(app, &ev)
                 }
                 Some(Err(e)) => return Err(Error::Terminal(format!("reading terminal input: {e}"))),
                 None => return Ok(()),
             },
             ev = engine_events.recv() => match ev {
-                Some(ev) => Some(Action::Engine(ev)),
+                Some(ev) => {
+                    draw_now = false;
+                    dirty = true;
+                    Some(Action::Engine(ev))
+                }
                 None => return Err(Error::Terminal("the engine thread stopped unexpectedly".into())),
             },
-            _ = tick.tick() => Some(Action::Tick),
+            _ = tick.tick() => {
+                // The spinner moves while something runs; otherwise only news is drawn.
+                draw_now = dirty || app.running();
+                Some(Action::Tick)
+            }
             Some(sig) = signals.recv() => {
                 save_before_exit(app);
                 return Err(Error::Interrupted(sig));
@@ -410,6 +426,12 @@ fn perform(app: &mut App, worker: &Worker) -> Result<()> {
                     .save_new(&path)
                     .map(|()| path.display().to_string())
                     .map_err(|e| format!("cannot save the session: {e}"));
+                update(app, Action::Saved(result));
+            }
+            Command::ExportRound { user, round, run } => {
+                let result =
+                    super::export::write_round(&app.vocab, &app.header.device, user, round, &run)
+                        .map_err(|e| format!("cannot write the round: {e}"));
                 update(app, Action::Saved(result));
             }
             other => {

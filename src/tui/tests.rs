@@ -43,26 +43,28 @@ fn engine_reply(app: &App, cmd: Command) -> Vec<EngineEvent> {
                 ..params.clone()
             };
             let mut b = fixtures::answer(user, &other);
-            // The second draft is worse aligned: it gets nothing accepted in round 1.
+            // The second draft is worse aligned: round 1 accepts one depth, not two.
             b.trace = fixtures::trace(
                 params.decode.mode,
                 params.decode.n,
                 params.decode.k,
                 params.decode.gamma,
                 user as u32 + 1,
-                &[0],
+                &[1],
             );
             vec![EngineEvent::Compared {
                 generation,
                 user,
                 a: Box::new(fixtures::answer(user, &params)),
                 b: Box::new(b),
+                auto: false,
             }]
         }
         Command::Auto {
             generation,
             from,
             params,
+            ..
         } => (from..app.users.len())
             .map(|user| EngineEvent::Decoded {
                 generation,
@@ -72,7 +74,11 @@ fn engine_reply(app: &App, cmd: Command) -> Vec<EngineEvent> {
             })
             .chain(std::iter::once(EngineEvent::AutoDone { generation }))
             .collect(),
-        Command::Cancel { .. } | Command::SaveSession(_) | Command::SaveSessionAs { .. } => vec![],
+        Command::Cancel { .. }
+        | Command::Tune(_)
+        | Command::SaveSession(_)
+        | Command::SaveSessionAs { .. }
+        | Command::ExportRound { .. } => vec![],
     }
 }
 
@@ -130,6 +136,29 @@ fn snapshot_main_80x24_tabs() {
     insta::assert_snapshot!("main_80x24_results", results);
 }
 
+/// The attention panel's block grid zoomed out, and the speedup panel's acceptance-against-N
+/// chart, at both sizes.
+#[test]
+fn snapshot_width_chart_and_zoomed_grid() {
+    let mut app = explored();
+    act(
+        &mut app,
+        &[
+            Action::ToggleChart,
+            Action::NextBlock,
+            Action::NextBlock,
+            Action::Zoom,
+        ],
+    );
+    assert_eq!((app.ui.block, app.ui.zoom), (2, 2));
+    let wide = screen(&mut app, 120, 40);
+    assert!(wide.contains("N for 90%") && wide.contains("grid: depth 2 · 2/cell"));
+    act(&mut app, &[Action::SelectTab(Tab::Results)]);
+    let narrow = screen(&mut app, 80, 24);
+    insta::assert_snapshot!("width_chart_120x40", wide);
+    insta::assert_snapshot!("width_chart_80x24", narrow);
+}
+
 #[test]
 fn snapshot_help_overlay() {
     let mut app = explored();
@@ -140,26 +169,50 @@ fn snapshot_help_overlay() {
 }
 
 #[test]
-fn snapshot_relaxed_round_with_rejected_and_resampled_beams() {
+fn snapshot_relaxed_round_with_failed_not_kept_and_resampled_beams() {
+    use crate::decode::trace::{TargetStepKind, Verdict};
     let mut app = fixtures::app(12);
     app.start();
     act(&mut app, &[Action::ToggleMode]);
     answer_all(&mut app);
-    // Round 1: draft 1, 2, 3, verify, accept, target step.
-    act(&mut app, &[const { Action::Step }; 6]);
+    // Round 1: draft 1, 2, 3, verify, accept.
+    act(&mut app, &[const { Action::Step }; 5]);
     let c = app.current.as_ref().unwrap();
     let r = &c.run.trace.rounds[0];
-    assert_eq!(
-        r.target_step.kind,
-        crate::decode::trace::TargetStepKind::Resampled
-    );
-    assert!(r
-        .nodes
-        .iter()
-        .any(|n| n.verdict == crate::decode::trace::Verdict::Rejected));
-    let text = screen(&mut app, 120, 40);
-    assert!(text.contains("resampled") && text.contains("rejected"));
-    insta::assert_snapshot!("relaxed_round_120x40", text);
+    assert_eq!(r.target_step.kind, TargetStepKind::Resampled);
+    assert!(r.nodes.iter().any(|n| n.verdict == Verdict::Failed));
+    assert!(r.nodes.iter().any(|n| n.verdict == Verdict::NotKept));
+    let accept = screen(&mut app, 120, 40);
+    assert!(accept.contains("passes if u ≤ p/q") && accept.contains(" ≤ p/q "));
+    // Every verdict on screen agrees with the rule and the numbers beside it (a tall screen
+    // shows the whole tree).
+    let tall = screen(&mut app, 120, 100);
+    let (mut failed, mut not_kept) = (0, 0);
+    for line in tall.lines() {
+        let Some((u, cmp, ratio, verdict)) = relaxed_numbers(line) else {
+            continue;
+        };
+        match verdict.as_str() {
+            "failed" => {
+                assert_eq!(cmp, ">", "{line}");
+                assert!(u >= ratio, "{line}");
+                failed += 1;
+            }
+            "kept" | "not kept" => {
+                assert_eq!(cmp, "≤", "{line}");
+                assert!(u <= ratio, "{line}");
+                not_kept += usize::from(verdict == "not kept");
+            }
+            other => panic!("verdict {other:?} on a tested beam: {line}"),
+        }
+    }
+    assert!(failed > 0 && not_kept > 0, "{tall}");
+    // Then the target step: the beams drawn from the residual, with their r.
+    act(&mut app, &[Action::Step]);
+    let step = screen(&mut app, 120, 40);
+    assert!(step.contains("resampled (r "));
+    insta::assert_snapshot!("relaxed_accept_120x40", accept);
+    insta::assert_snapshot!("relaxed_round_120x40", step);
 }
 
 #[test]
@@ -462,6 +515,22 @@ fn mouse_wheel_scrolls_the_panel_under_it() {
 }
 
 #[test]
+fn x_queues_the_round_on_screen_for_an_svg() {
+    let mut app = explored();
+    act(&mut app, &[Action::ExportRound]);
+    match app.outbox.pop() {
+        Some(Command::ExportRound { user, round, run }) => {
+            assert_eq!((user, round), (1, 0));
+            assert_eq!(run.trace, app.current.as_ref().unwrap().run.trace);
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut empty = fixtures::app(1);
+    act(&mut empty, &[Action::ExportRound]);
+    assert!(empty.outbox.is_empty() && empty.status.contains("nothing to export"));
+}
+
+#[test]
 fn failures_show_in_the_status_line() {
     let mut app = fixtures::app(2);
     app.start();
@@ -654,4 +723,26 @@ fn a_recording_that_cannot_be_saved_is_kept_and_another_path_offered() {
         "{:?}",
         app.farewell
     );
+}
+
+/// From a relaxed node line on screen ("<b_0> q .46 p .11 u .73 > p/q .46 failed"): u, the
+/// comparison shown, p/q and the verdict words.
+fn relaxed_numbers(line: &str) -> Option<(f64, String, f64, String)> {
+    let at = line.find(" u ")?;
+    let rest = &line[at + 3..];
+    let mut words = rest.split_whitespace();
+    let num = |s: &str| -> Option<f64> {
+        match s {
+            "inf" => Some(f64::INFINITY),
+            _ => s.parse().ok(),
+        }
+    };
+    let u = num(words.next()?)?;
+    let cmp = words.next()?.to_string();
+    if words.next()? != "p/q" {
+        return None;
+    }
+    let ratio = num(words.next()?)?;
+    let verdict: Vec<&str> = words.take_while(|w| !w.starts_with('│')).collect();
+    Some((u, cmp, ratio, verdict.join(" ")))
 }

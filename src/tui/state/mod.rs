@@ -29,6 +29,62 @@ pub struct Params {
     pub draft: usize,
 }
 
+/// The paper's drafted shape: N 40, gamma 3.
+pub const PAPER_N: usize = 40;
+pub const PAPER_GAMMA: usize = 3;
+
+/// Which drafted shape (N, gamma) the explorer uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preset {
+    /// The fastest shape for this device and these models, found by timing (see
+    /// [`crate::eval::tune`]); the paper's until the tuning is done.
+    Tuned,
+    /// The paper's N 40, gamma 3.
+    Paper,
+}
+
+/// What the mode, draft and K of a tuned shape are: tuning is per (mode, draft, K).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TuneFor {
+    pub mode: Mode,
+    pub draft: String,
+    pub k: usize,
+}
+
+/// A shape the engine tuned (or found in its cache).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TunedShape {
+    pub what: TuneFor,
+    pub n: usize,
+    pub gamma: usize,
+    /// Validation users it was timed on (never shown or measured by the explorer).
+    pub users: usize,
+    /// Wall time the tuning took, and whether it came from the cache.
+    pub seconds: f64,
+    pub cached: bool,
+    /// Mean speculative milliseconds per tuning user of the chosen shape and of the paper's.
+    pub ms: f64,
+    pub paper_ms: Option<f64>,
+}
+
+/// The explorer's drafted-shape state: the preset in force and what tuning found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Shapes {
+    /// The engine can tune (live exploration with tuning on).
+    pub enabled: bool,
+    pub preset: Preset,
+    /// N or gamma was set by hand (flags or keys): presets do not touch them until `t`.
+    pub custom: bool,
+    pub tuned: Vec<TunedShape>,
+    /// The tuning in progress: for what, decodes done and expected.
+    pub tuning: Option<(TuneFor, usize, usize)>,
+    /// Tunings asked for (asked once each).
+    pub asked: Vec<TuneFor>,
+    /// A tuned shape arrived while a user was being stepped through: it applies from the next
+    /// user rather than pulling the round away.
+    pub deferred: bool,
+}
+
 /// Below this size (but above the minimum the view can draw) panels are grouped into tabs.
 pub const FULL_WIDTH: u16 = 100;
 pub const FULL_HEIGHT: u16 = 32;
@@ -50,6 +106,8 @@ pub enum PanelId {
     Recs,
     Speedup,
     Log,
+    /// The compact layout's line of narration above the footer.
+    Caption,
     Footer,
 }
 
@@ -97,11 +155,13 @@ pub enum EngineEvent {
         auto: bool,
     },
     /// The same user decoded with the current draft (`a`) and the comparison draft (`b`).
+    /// `auto` marks results of an auto-run that compares.
     Compared {
         generation: u64,
         user: usize,
         a: Box<UserRun>,
         b: Box<UserRun>,
+        auto: bool,
     },
     /// An auto-run reached the last user.
     AutoDone {
@@ -111,15 +171,32 @@ pub enum EngineEvent {
         generation: u64,
         message: String,
     },
+    /// Background tuning progress: decodes done of about `total`.
+    Tuning {
+        what: TuneFor,
+        done: usize,
+        total: usize,
+    },
+    /// A tuned shape is ready.
+    Tuned(TunedShape),
+    /// Tuning could not run (the message says why); the paper's shape stays.
+    TuneFailed {
+        what: TuneFor,
+        message: String,
+    },
 }
 
 impl EngineEvent {
-    pub fn generation(&self) -> u64 {
+    /// The request a reply answers; `None` for background news, which is never stale.
+    pub fn generation(&self) -> Option<u64> {
         match self {
             EngineEvent::Decoded { generation, .. }
             | EngineEvent::Compared { generation, .. }
             | EngineEvent::AutoDone { generation }
-            | EngineEvent::Failed { generation, .. } => *generation,
+            | EngineEvent::Failed { generation, .. } => Some(*generation),
+            EngineEvent::Tuning { .. } | EngineEvent::Tuned(_) | EngineEvent::TuneFailed { .. } => {
+                None
+            }
         }
     }
 }
@@ -138,14 +215,19 @@ pub enum Command {
         params: RunParams,
         other_draft: String,
     },
-    /// Decode users `from`, `from + 1`, .. until the generation changes.
+    /// Decode users `from`, `from + 1`, .. until the generation changes; with `other_draft`,
+    /// each with both drafts (an auto-run while comparing).
     Auto {
         generation: u64,
         from: usize,
         params: RunParams,
+        other_draft: Option<String>,
     },
     /// Anything the engine is doing for an older generation may stop.
     Cancel { generation: u64 },
+    /// Tune the drafted shape for this mode, draft and K in the background (queued, never
+    /// replaced by newer requests).
+    Tune(TuneFor),
     /// Save to a new file under `sessions/`.
     SaveSession(Box<Session>),
     /// Save to the path the user typed after a failed save; an existing file there is not
@@ -153,6 +235,12 @@ pub enum Command {
     SaveSessionAs {
         session: Box<Session>,
         path: PathBuf,
+    },
+    /// Write round `round` of the current user as an SVG (`x`).
+    ExportRound {
+        user: u32,
+        round: usize,
+        run: Box<UserRun>,
     },
 }
 
@@ -184,6 +272,15 @@ pub enum Action {
     ToggleCompare,
     ToggleAuto,
     ToggleRecord,
+    /// Switch the drafted shape between tuned and the paper's (`t`).
+    TogglePreset,
+    /// The attention panel's grid: next depth block, and coarser / finer cells.
+    NextBlock,
+    Zoom,
+    /// The speedup panel's chart: WS per user, or acceptance against N.
+    ToggleChart,
+    /// Write the current round as an SVG.
+    ExportRound,
     ToggleHelp,
     /// Esc: close the help or the search prompt.
     Close,
@@ -206,8 +303,8 @@ pub enum Action {
         height: u16,
     },
     Engine(EngineEvent),
-    /// The event loop's answer to [`Command::SaveSession`] and [`Command::SaveSessionAs`]:
-    /// the path written, or why nothing was.
+    /// The event loop's answer to [`Command::SaveSession`], [`Command::SaveSessionAs`] and
+    /// [`Command::ExportRound`]: the path written, or why nothing was.
     Saved(Result<String, String>),
     Tick,
     Quit,
@@ -251,6 +348,15 @@ pub struct Scroll {
     pub recs: u16,
 }
 
+/// What the speedup panel's chart shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chart {
+    /// Per-user WS and its running mean.
+    Speedup,
+    /// Acceptance against the drafted width N, per drafted depth (strict).
+    Width,
+}
+
 /// Presentation state that is not about decoding.
 #[derive(Clone, Debug)]
 pub struct Ui {
@@ -264,6 +370,12 @@ pub struct Ui {
     pub tab: Tab,
     pub focus: PanelId,
     pub scroll: Scroll,
+    /// The attention grid's depth block (1-based; 0 = the deepest visible) and tokens per cell.
+    pub block: usize,
+    pub zoom: usize,
+    pub chart: Chart,
+    /// The round the cursor was in when the panels last scrolled: scroll resets in a new round.
+    pub scrolled_round: Option<usize>,
     /// Ticks since start: drives the spinner.
     pub ticks: u64,
 }
@@ -277,6 +389,8 @@ pub struct App {
     pub users: Vec<UserView>,
     pub user: usize,
     pub params: Params,
+    /// The drafted shape in force (tuned or the paper's) and the tuning behind it.
+    pub shapes: Shapes,
     /// Bumped by every new request; replies for older ones are dropped.
     pub generation: u64,
     /// The generation of the request still running, if any.
@@ -332,6 +446,15 @@ impl App {
             users,
             user: 0,
             params,
+            shapes: Shapes {
+                enabled: false,
+                preset: Preset::Paper,
+                custom: true,
+                tuned: Vec::new(),
+                tuning: None,
+                asked: Vec::new(),
+                deferred: false,
+            },
             generation: 0,
             pending: None,
             intent: Intent::Start,
@@ -360,9 +483,21 @@ impl App {
                 tab: Tab::Decode,
                 focus: PanelId::Beams,
                 scroll: Scroll::default(),
+                block: 0,
+                zoom: 1,
+                chart: Chart::Speedup,
+                scrolled_round: None,
                 ticks: 0,
             },
         }
+    }
+
+    /// Lets the engine tune the drafted shape: the explorer starts on `preset` (tuned: the
+    /// paper's shape until the tuning is done), unless `custom` (N or gamma given by hand).
+    pub fn enable_tuning(&mut self, preset: Preset, custom: bool) {
+        self.shapes.enabled = true;
+        self.shapes.preset = preset;
+        self.shapes.custom = custom;
     }
 
     /// Requests the first user.
@@ -371,7 +506,123 @@ impl App {
             self.status = "no users to explore".into();
             return;
         }
+        self.apply_shape();
         self.request(Intent::Start);
+    }
+
+    /// What the current mode, draft and K would be tuned for.
+    pub fn tune_for(&self) -> TuneFor {
+        TuneFor {
+            mode: self.params.decode.mode,
+            draft: self.draft_name(self.params.draft),
+            k: self.params.decode.k,
+        }
+    }
+
+    /// The tuned shape for the current mode, draft and K, if known.
+    pub fn tuned_shape(&self) -> Option<&TunedShape> {
+        let f = self.tune_for();
+        self.shapes.tuned.iter().find(|t| t.what == f)
+    }
+
+    /// Whether the tuning in progress is for the current mode, draft and K.
+    pub fn tuning_current(&self) -> Option<(usize, usize)> {
+        let f = self.tune_for();
+        match &self.shapes.tuning {
+            Some((w, done, total)) if *w == f => Some((*done, *total)),
+            _ => None,
+        }
+    }
+
+    /// Sets N and gamma from the preset in force (unless they were set by hand) and asks for a
+    /// tuning the preset needs. Returns whether N or gamma changed.
+    fn apply_shape(&mut self) -> bool {
+        if self.shapes.enabled
+            && self.shapes.preset == Preset::Tuned
+            && self.tuned_shape().is_none()
+        {
+            let f = self.tune_for();
+            if !self.shapes.asked.contains(&f) {
+                self.shapes.asked.push(f.clone());
+                self.outbox.push(Command::Tune(f));
+            }
+        }
+        if self.shapes.custom {
+            return false;
+        }
+        let (n, gamma) = match (self.shapes.preset, self.tuned_shape()) {
+            (Preset::Tuned, Some(t)) => (t.n, t.gamma),
+            _ => (PAPER_N, PAPER_GAMMA),
+        };
+        let p = &mut self.params.decode;
+        let before = (p.n, p.gamma);
+        p.n = n.max(p.k).min(MAX_N);
+        p.gamma = gamma;
+        before != (p.n, p.gamma)
+    }
+
+    /// Re-decodes with new parameters, keeping an auto-run going if one was.
+    fn reshape(&mut self) {
+        let auto = self.auto;
+        self.params_changed();
+        if auto {
+            self.toggle_auto();
+        }
+    }
+
+    fn on_tuned(&mut self, t: TunedShape) {
+        if self
+            .shapes
+            .tuning
+            .as_ref()
+            .is_some_and(|(w, ..)| *w == t.what)
+        {
+            self.shapes.tuning = None;
+        }
+        let line = format!(
+            "tuned for {} ({} {} K {}): N {} gamma {}, {:.1} ms per user{} on {} validation users{}",
+            self.header.device,
+            t.what.mode.name(),
+            t.what.draft,
+            t.what.k,
+            t.n,
+            t.gamma,
+            t.ms,
+            t.paper_ms
+                .map(|p| format!(" (paper's N 40 gamma 3: {p:.1} ms)"))
+                .unwrap_or_default(),
+            t.users,
+            if t.cached {
+                " (from the cache)".to_string()
+            } else {
+                format!(" in {:.0} s", t.seconds)
+            }
+        );
+        self.narrate(line);
+        let current = t.what == self.tune_for();
+        self.shapes.tuned.retain(|x| x.what != t.what);
+        self.shapes.tuned.push(t);
+        let stepping = !self.auto && self.current.as_ref().is_some_and(|c| c.cursor > 0);
+        if current && self.shapes.preset == Preset::Tuned && !self.shapes.custom && stepping {
+            self.shapes.deferred = true;
+            self.status = "tuned shape ready: it applies from the next user".into();
+        } else if current && self.apply_shape() {
+            self.reshape();
+        }
+    }
+
+    fn toggle_preset(&mut self) {
+        if !self.shapes.enabled {
+            self.status = "no tuning here (replay, demo, or --tune-users 0)".into();
+            return;
+        }
+        self.shapes.preset = match self.shapes.preset {
+            Preset::Tuned => Preset::Paper,
+            Preset::Paper => Preset::Tuned,
+        };
+        self.shapes.custom = false;
+        self.apply_shape();
+        self.reshape();
     }
 
     /// Draft model name (the label's first word) at `i`.
@@ -435,6 +686,7 @@ impl App {
         self.intent = intent;
         self.pending = Some(self.generation);
         self.ui.scroll = Scroll::default();
+        self.ui.scrolled_round = None;
         let params = self.run_params();
         let cmd = match self.compare {
             Some(other) => Command::Compare {
@@ -519,9 +771,31 @@ impl App {
     }
 
     fn on_engine(&mut self, ev: EngineEvent) {
-        if Some(ev.generation()) != self.pending {
+        match ev {
+            EngineEvent::Tuning { what, done, total } => {
+                self.shapes.tuning = Some((what, done, total));
+                return;
+            }
+            EngineEvent::Tuned(t) => return self.on_tuned(t),
+            EngineEvent::TuneFailed { what, message } => {
+                if self
+                    .shapes
+                    .tuning
+                    .as_ref()
+                    .is_some_and(|(w, ..)| *w == what)
+                {
+                    self.shapes.tuning = None;
+                }
+                let line = format!("tuning failed, the paper's shape stays: {message}");
+                log::warn!(target: "explorer", "{line}");
+                self.narrate(line);
+                return;
+            }
+            _ => {}
+        }
+        if ev.generation() != self.pending {
             // A reply to a request the user has since replaced.
-            log::debug!(target: "explorer", "dropped a stale engine reply (generation {})", ev.generation());
+            log::debug!(target: "explorer", "dropped a stale engine reply (generation {:?})", ev.generation());
             return;
         }
         match ev {
@@ -531,6 +805,9 @@ impl App {
                 self.record_result(user, &run);
                 if auto {
                     // An auto-run shows each user finished as it goes by.
+                    if self.user != user {
+                        self.ui.scroll = Scroll::default();
+                    }
                     self.user = user;
                     self.current = Some(Current {
                         cursor: phase::phases(&run.trace).len(),
@@ -548,12 +825,23 @@ impl App {
                     });
                     self.narrate_cursor();
                 }
+                self.follow_round();
             }
-            EngineEvent::Compared { user, a, b, .. } => {
-                self.pending = None;
+            EngineEvent::Compared {
+                user, a, b, auto, ..
+            } => {
                 self.record_result(user, &a);
                 self.record_result(user, &b);
-                let cursor = self.cursor_for(&a);
+                let cursor = if auto {
+                    if self.user != user {
+                        self.ui.scroll = Scroll::default();
+                    }
+                    self.user = user;
+                    phase::phases(&a.trace).len()
+                } else {
+                    self.pending = None;
+                    self.cursor_for(&a)
+                };
                 self.current = Some(Current {
                     run: *a,
                     other: Some(*b),
@@ -571,12 +859,14 @@ impl App {
                 log::error!(target: "explorer", "{message}");
                 self.status = message;
             }
+            EngineEvent::Tuning { .. } | EngineEvent::Tuned(_) | EngineEvent::TuneFailed { .. } => {
+            }
         }
     }
 
     fn narrate_cursor(&mut self) {
         if let Some(c) = &self.current {
-            if let Some(line) = phase::narrate(&c.run.trace, c.cursor) {
+            if let Some(line) = phase::narrate(&c.run.trace, c.cursor, &self.vocab) {
                 self.narrate(line);
             }
         }
@@ -592,6 +882,7 @@ impl App {
             None if self.pending.is_some() && !self.auto => self.intent = Intent::Step,
             None => self.request(Intent::Step),
         }
+        self.follow_round();
     }
 
     fn run_to_end(&mut self) {
@@ -601,10 +892,48 @@ impl App {
             None if self.pending.is_some() && !self.auto => self.intent = Intent::End,
             None => self.request(Intent::End),
         }
+        self.follow_round();
+    }
+
+    /// The round the cursor shows, if any.
+    pub fn shown_round(&self) -> Option<usize> {
+        let c = self.current.as_ref()?;
+        phase::view(&c.run.trace, c.cursor).map(|v| v.round.round)
+    }
+
+    /// Entering another round starts its panels at the top.
+    fn follow_round(&mut self) {
+        let round = self.shown_round();
+        if round != self.ui.scrolled_round {
+            self.ui.scrolled_round = round;
+            let s = &mut self.ui.scroll;
+            s.beams = 0;
+            s.grid_row = 0;
+            s.grid_col = 0;
+        }
+    }
+
+    /// Queues the round on screen (or the last one of a finished user) for an SVG.
+    fn export_round(&mut self) {
+        let (Some(c), Some(u)) = (&self.current, self.user_view()) else {
+            self.status = "nothing to export yet: decode a user first".into();
+            return;
+        };
+        let round = self
+            .shown_round()
+            .unwrap_or(c.run.trace.rounds.len().saturating_sub(1));
+        self.outbox.push(Command::ExportRound {
+            user: u.user,
+            round,
+            run: Box::new(c.run.clone()),
+        });
     }
 
     fn goto_user(&mut self, user: usize) {
         self.user = user;
+        if std::mem::take(&mut self.shapes.deferred) {
+            self.apply_shape();
+        }
         self.request(Intent::Start);
     }
 
@@ -806,12 +1135,12 @@ impl App {
         } else if !self.users.is_empty() {
             self.generation += 1;
             self.auto = true;
-            self.compare = None;
             self.pending = Some(self.generation);
             self.outbox.push(Command::Auto {
                 generation: self.generation,
                 from: self.user,
                 params: self.run_params(),
+                other_draft: self.compare.map(|i| self.draft_name(i)),
             });
             self.status = "auto-run: a stops".into();
         }
@@ -911,6 +1240,7 @@ pub fn update(app: &mut App, action: Action) {
             if p.mode == Mode::Relaxed {
                 p.draft_mass = None;
             }
+            app.apply_shape();
             app.params_changed();
         }
         Action::IncN | Action::DecN => {
@@ -929,6 +1259,7 @@ pub fn update(app: &mut App, action: Action) {
                 app.status = format!("N stays {n} (K {} <= N <= {MAX_N})", p.k);
             } else {
                 p.n = n;
+                app.shapes.custom = true;
                 app.params_changed();
             }
         }
@@ -944,6 +1275,7 @@ pub fn update(app: &mut App, action: Action) {
                 p.k = k;
                 // N >= K always; raising K drags N along.
                 p.n = p.n.max(k);
+                app.apply_shape();
                 app.params_changed();
             }
         }
@@ -958,6 +1290,7 @@ pub fn update(app: &mut App, action: Action) {
                 app.status = format!("gamma stays {g} (1..={})", ID_LEN - 1);
             } else {
                 p.gamma = g;
+                app.shapes.custom = true;
                 app.params_changed();
             }
         }
@@ -969,6 +1302,7 @@ pub fn update(app: &mut App, action: Action) {
                 if app.compare == Some(app.params.draft) {
                     app.compare = Some((app.params.draft + 1) % app.header.drafts.len());
                 }
+                app.apply_shape();
                 app.params_changed();
             }
         }
@@ -985,6 +1319,26 @@ pub fn update(app: &mut App, action: Action) {
         }
         Action::ToggleAuto => app.toggle_auto(),
         Action::ToggleRecord => app.toggle_record(),
+        Action::TogglePreset => app.toggle_preset(),
+        Action::NextBlock => {
+            app.ui.block = app.ui.block.wrapping_add(1) % (ID_LEN);
+            app.ui.scroll.grid_row = 0;
+            app.ui.scroll.grid_col = 0;
+        }
+        Action::Zoom => {
+            app.ui.zoom = match app.ui.zoom {
+                1 => 2,
+                2 => 4,
+                _ => 1,
+            };
+        }
+        Action::ToggleChart => {
+            app.ui.chart = match app.ui.chart {
+                Chart::Speedup => Chart::Width,
+                Chart::Width => Chart::Speedup,
+            };
+        }
+        Action::ExportRound => app.export_round(),
         Action::ToggleHelp => app.ui.help = !app.ui.help,
         Action::Close => {
             app.ui.help = false;

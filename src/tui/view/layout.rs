@@ -16,6 +16,9 @@ pub fn too_small(width: u16, height: u16) -> bool {
     width < MIN_WIDTH || height < MIN_HEIGHT
 }
 
+/// Width of the user panel in the full layout.
+pub const USER_WIDTH: u16 = 34;
+
 /// The panels visible in `area` and their rectangles, in drawing order.
 pub fn panels(app: &App, area: Rect) -> Vec<(PanelId, Rect)> {
     if too_small(area.width, area.height) {
@@ -28,14 +31,18 @@ pub fn panels(app: &App, area: Rect) -> Vec<(PanelId, Rect)> {
     };
     let mut out = Vec::new();
     if is_compact(area.width, area.height) {
-        let [header, tabs, body, footer] = area.layout(&Layout::vertical([
+        // The log is a tab of its own here, so the latest narration keeps two lines above the
+        // footer.
+        let [header, tabs, body, caption, footer] = area.layout(&Layout::vertical([
             Constraint::Length(2),
             Constraint::Length(1),
             Constraint::Fill(1),
+            Constraint::Length(2),
             Constraint::Length(1),
         ]));
         out.push((PanelId::Header, header));
         out.push((PanelId::Tabs, tabs));
+        out.push((PanelId::Caption, caption));
         match app.ui.tab {
             Tab::Decode => {
                 let [user, beams] = body.layout(&Layout::horizontal([
@@ -67,16 +74,18 @@ pub fn panels(app: &App, area: Rect) -> Vec<(PanelId, Rect)> {
         out.push((PanelId::Header, header));
         if app.compare.is_some() {
             let [user, cmp] = top.layout(&Layout::horizontal([
-                Constraint::Length(30),
+                Constraint::Length(USER_WIDTH),
                 Constraint::Fill(1),
             ]));
             out.push((PanelId::User, user));
             out.push((PanelId::Compare, cmp));
         } else {
+            // The user panel fits a whole identifier (<a_254><b_254><c_254><d_254>) with its
+            // number.
             let [user, beams, grid] = top.layout(&Layout::horizontal([
-                Constraint::Length(30),
-                Constraint::Percentage(40),
-                Constraint::Fill(1),
+                Constraint::Length(USER_WIDTH),
+                Constraint::Fill(3),
+                Constraint::Fill(2),
             ]));
             out.push((PanelId::User, user));
             out.push((PanelId::Beams, beams));
@@ -94,6 +103,15 @@ pub fn panels(app: &App, area: Rect) -> Vec<(PanelId, Rect)> {
         out.push((PanelId::Footer, footer));
     }
     out
+}
+
+/// Where `panel` is drawn at the app's terminal size, if it is on screen.
+pub fn rect_of(app: &App, panel: PanelId) -> Option<Rect> {
+    let area = Rect::new(0, 0, app.ui.width, app.ui.height);
+    panels(app, area)
+        .into_iter()
+        .find(|(p, _)| *p == panel)
+        .map(|(_, r)| r)
 }
 
 /// The panel drawn at a terminal cell, if any.

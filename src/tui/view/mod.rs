@@ -36,6 +36,7 @@ pub fn render(app: &mut App, frame: &mut Frame) {
             PanelId::Recs => panels::recs::render(app, frame, rect),
             PanelId::Speedup => panels::speedup::render(app, frame, rect),
             PanelId::Log => panels::log::render(app, frame, rect),
+            PanelId::Caption => panels::log::caption(app, frame, rect),
             PanelId::Footer => panels::footer::render(app, frame, rect),
         }
     }
@@ -101,11 +102,12 @@ fn clamp_scroll(app: &mut App) {
     let user = max(panels::user::rows(app));
     let beams = max(panels::beams::rows(app));
     let grid = max(panels::attention::rows(app));
+    let grid_cols = max(panels::attention::cols(app));
     let recs = max(panels::recs::rows(app));
     let s = &mut app.ui.scroll;
     s.user = s.user.min(user);
     s.beams = s.beams.min(beams);
     s.grid_row = s.grid_row.min(grid);
-    s.grid_col = s.grid_col.min(grid);
+    s.grid_col = s.grid_col.min(grid_cols);
     s.recs = s.recs.min(recs);
 }

@@ -4,7 +4,7 @@
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::widgets::{Block, BorderType};
 
-use crate::decode::trace::Verdict;
+use crate::decode::trace::{Mode, Verdict};
 
 /// Colour of drafted depth `d` (1-based), shared by the beam tree and the attention grid.
 pub fn depth_color(d: usize) -> Color {
@@ -20,21 +20,31 @@ pub fn depth_color(d: usize) -> Color {
 pub fn verdict_color(v: Verdict) -> Color {
     match v {
         Verdict::Accepted => Color::Green,
-        Verdict::Rejected => Color::Red,
+        Verdict::Rejected | Verdict::Failed => Color::Red,
+        Verdict::NotKept => Color::Yellow,
         Verdict::Pending => Color::DarkGray,
     }
 }
 
-pub fn verdict_name(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Accepted => "accepted",
-        Verdict::Rejected => "rejected",
-        Verdict::Pending => "pending",
+/// How a drafted token's verdict reads. A token is kept or not; only a depth is "accepted" or
+/// "rejected", so the words differ: strict keeps the target's top-K, relaxed keeps beams that
+/// passed u <= p/q (K of them at random when more pass).
+pub fn verdict_name(v: Verdict, mode: Mode) -> &'static str {
+    match (v, mode) {
+        (Verdict::Accepted, Mode::Strict) => "in top-K",
+        (Verdict::Accepted, Mode::Relaxed) => "kept",
+        (Verdict::Rejected, Mode::Strict) => "not in top-K",
+        (Verdict::Rejected, Mode::Relaxed) => "rejected",
+        (Verdict::Failed, _) => "failed",
+        (Verdict::NotKept, _) => "not kept",
+        (Verdict::Pending, _) => "unexamined",
     }
 }
 
 /// Beams the target sampled from the residual (relaxed mode).
 pub const RESAMPLED: Color = Color::Magenta;
+/// Target beams the draft did not draft (strict mode).
+pub const MISSED: Color = Color::LightMagenta;
 pub const HIT: Color = Color::LightGreen;
 
 pub fn dim() -> Style {
@@ -71,6 +81,24 @@ pub fn prob(p: f32) -> String {
     s.strip_prefix('0').map(str::to_string).unwrap_or(s)
 }
 
+/// A ratio or a draw in as few characters as stay readable: `.43`, `1.27`, `12.4`, `310`, `inf`.
+pub fn num(x: f64) -> String {
+    if x.is_infinite() {
+        return "inf".into();
+    }
+    if x.is_nan() {
+        return "nan".into();
+    }
+    let s = if x >= 99.95 {
+        format!("{x:.0}")
+    } else if x >= 9.995 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    };
+    s.strip_prefix('0').map(str::to_string).unwrap_or(s)
+}
+
 /// Cuts `s` to at most `w` characters, marking the cut with an ellipsis.
 pub fn trunc(s: &str, w: usize) -> String {
     if s.chars().count() <= w {
@@ -82,6 +110,41 @@ pub fn trunc(s: &str, w: usize) -> String {
         t.push('…');
         t
     }
+}
+
+/// Greedy word wrap to `width` columns, continuation lines indented by two; words longer than a
+/// line are cut.
+pub fn wrap(s: &str, width: usize) -> Vec<String> {
+    if width <= 4 || s.chars().count() <= width {
+        return vec![s.to_string()];
+    }
+    let mut out: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in s.split(' ') {
+        let limit = if out.is_empty() { width } else { width - 2 };
+        let len = line.chars().count();
+        if len > 0 && len + 1 + word.chars().count() > limit {
+            out.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+        // A word wider than a whole line: cut it.
+        while line.chars().count() > if out.is_empty() { width } else { width - 2 } {
+            let limit = if out.is_empty() { width } else { width - 2 };
+            let head: String = line.chars().take(limit).collect();
+            line = line.chars().skip(limit).collect();
+            out.push(head);
+        }
+    }
+    if !line.is_empty() {
+        out.push(line);
+    }
+    out.iter()
+        .enumerate()
+        .map(|(i, l)| if i == 0 { l.clone() } else { format!("  {l}") })
+        .collect()
 }
 
 #[cfg(test)]

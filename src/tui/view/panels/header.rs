@@ -6,7 +6,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
-use crate::tui::state::App;
+use crate::tui::state::{App, Preset};
 
 const SPINNER: [char; 8] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧'];
 
@@ -49,16 +49,20 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
         Span::raw(" "),
         mode,
         Span::raw(format!(
-            " N {}{}  K {}  gamma {} · seed {} · {state}",
+            " N {}{}  K {}  gamma {}",
             p.n,
             p.draft_mass
                 .map(|m| format!(" (mass {m})"))
                 .unwrap_or_default(),
             p.k,
             p.gamma,
-            h.seed
         )),
     ];
+    if let Some((text, style)) = shape_note(app) {
+        second.push(Span::raw(" "));
+        second.push(Span::styled(text, style));
+    }
+    second.push(Span::raw(format!(" · seed {} · {state}", h.seed)));
     if let Some(rec) = &app.recording {
         second.push(Span::styled(
             format!(" · ● REC {}", rec.len()),
@@ -82,4 +86,48 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
         Line::from(second),
     ];
     frame.render_widget(Paragraph::new(text), area);
+}
+
+/// Which drafted shape is in force, and why: tuned for this device, the paper's (while tuning
+/// runs, or chosen with `t`), or set by hand.
+pub fn shape_note(app: &App) -> Option<(String, Style)> {
+    let s = &app.shapes;
+    if !s.enabled {
+        return None;
+    }
+    let dev = &app.header.device;
+    let tuning = app
+        .tuning_current()
+        .map(|(done, total)| format!(" · tuning for {dev} {}%", 100 * done / total.max(1)));
+    Some(if s.custom {
+        (
+            "(set by hand · t: tuned)".to_string(),
+            Style::new().fg(Color::Gray),
+        )
+    } else {
+        match (s.preset, app.tuned_shape()) {
+            (Preset::Tuned, Some(_)) if s.deferred => (
+                "(paper preset · tuned shape from the next user)".to_string(),
+                Style::new().fg(Color::Black).bg(Color::Yellow),
+            ),
+            (Preset::Tuned, Some(t)) => (
+                format!(
+                    "(tuned for {dev}{} · t: paper N 40 gamma 3)",
+                    if t.cached { ", cached" } else { "" }
+                ),
+                Style::new().fg(Color::Black).bg(Color::Green),
+            ),
+            (Preset::Tuned, None) => (
+                format!(
+                    "(paper preset until tuned{} · t: stay on paper)",
+                    tuning.unwrap_or_default()
+                ),
+                Style::new().fg(Color::Black).bg(Color::Yellow),
+            ),
+            (Preset::Paper, _) => (
+                "(paper preset · t: tuned)".to_string(),
+                Style::new().fg(Color::Black).bg(Color::Gray),
+            ),
+        }
+    })
 }

@@ -6,7 +6,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Clear, Paragraph};
 use ratatui::Frame;
 
-use crate::decode::trace::Verdict;
+use crate::decode::trace::{Mode, Verdict};
 use crate::tui::keys::BINDINGS;
 use crate::tui::view::theme;
 
@@ -20,20 +20,36 @@ pub fn render(frame: &mut Frame, area: Rect) {
             ])
         })
         .collect();
-    let mut legend = vec![Span::raw(" colours: ")];
-    for v in [Verdict::Accepted, Verdict::Rejected, Verdict::Pending] {
-        legend.push(Span::styled(
-            format!("{} ", theme::verdict_name(v)),
+    let colour = |v: Verdict, mode: Mode| {
+        Span::styled(
+            format!("{} ", theme::verdict_name(v, mode)),
             Style::new().fg(theme::verdict_color(v)),
-        ));
+        )
+    };
+    let mut strict = vec![Span::raw(" strict tokens: ")];
+    for v in [Verdict::Accepted, Verdict::Rejected, Verdict::Pending] {
+        strict.push(colour(v, Mode::Strict));
     }
-    legend.push(Span::styled(
+    strict.push(Span::raw(
+        "· #r: rank in the draft's ordering of all candidates",
+    ));
+    let mut relaxed = vec![Span::raw(" relaxed tokens: ")];
+    for v in [Verdict::Accepted, Verdict::NotKept, Verdict::Failed] {
+        relaxed.push(colour(v, Mode::Relaxed));
+    }
+    relaxed.push(Span::styled(
         "resampled ",
         Style::new().fg(theme::RESAMPLED),
     ));
+    relaxed.push(Span::raw(
+        "· passes if u ≤ p/q; not kept: passed, not among the K kept",
+    ));
     let notes = vec![
-        Line::from(legend),
-        Line::raw(" *K: in the target's top-K · tree and grid colours: depth 1, 2, 3"),
+        Line::raw(" q: draft probability of the token, p: the target's (given the parent)"),
+        Line::from(strict),
+        Line::from(relaxed),
+        Line::raw(" a depth is accepted or rejected; a token is kept or not (strict: kept = in the target's top-K)"),
+        Line::raw(" WS = target-only ms / speculative ms, measured here; AS = accepted drafted steps per user"),
         Line::raw(" Changing a parameter re-decodes the user; older results are dropped."),
     ];
     // One column when it fits, else two side by side.

@@ -33,7 +33,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     let rows = area.height.saturating_sub(2) as usize;
     let mut wrapped: Vec<Line> = Vec::new();
     for l in app.narration.iter().rev() {
-        let chunks = wrap(l, width);
+        let chunks = theme::wrap(l, width);
         for c in chunks.into_iter().rev() {
             wrapped.push(Line::raw(c));
         }
@@ -46,52 +46,48 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     frame.render_widget(Paragraph::new(wrapped).block(block), area);
 }
 
-/// Greedy word wrap to `width` columns, continuation lines indented by two; words longer than a
-/// line are cut.
-fn wrap(s: &str, width: usize) -> Vec<String> {
-    if width <= 4 || s.chars().count() <= width {
-        return vec![s.to_string()];
-    }
-    let mut out: Vec<String> = Vec::new();
-    let mut line = String::new();
-    for word in s.split(' ') {
-        let limit = if out.is_empty() { width } else { width - 2 };
-        let len = line.chars().count();
-        if len > 0 && len + 1 + word.chars().count() > limit {
-            out.push(std::mem::take(&mut line));
-        }
-        if !line.is_empty() {
-            line.push(' ');
-        }
-        line.push_str(word);
-        // A word wider than a whole line: cut it.
-        while line.chars().count() > if out.is_empty() { width } else { width - 2 } {
-            let limit = if out.is_empty() { width } else { width - 2 };
-            let head: String = line.chars().take(limit).collect();
-            line = line.chars().skip(limit).collect();
-            out.push(head);
+/// The compact layout's narration: the latest line the explorer narrated (the current phase's
+/// caption when stepping), wrapped to the lines available, the rest cut with an ellipsis.
+pub fn caption(app: &App, frame: &mut Frame, area: Rect) {
+    let Some(last) = app.narration.last() else {
+        return;
+    };
+    let width = area.width as usize;
+    let rows = area.height as usize;
+    let mut lines = theme::wrap(last, width);
+    if lines.len() > rows {
+        lines.truncate(rows);
+        if let Some(l) = lines.last_mut() {
+            *l = theme::trunc(&format!("{l} …"), width);
+            if !l.ends_with('…') {
+                l.push('…');
+            }
         }
     }
-    if !line.is_empty() {
-        out.push(line);
-    }
-    out.iter()
-        .enumerate()
-        .map(|(i, l)| if i == 0 { l.clone() } else { format!("  {l}") })
-        .collect()
+    let text: Vec<Line> = lines
+        .into_iter()
+        .map(|l| {
+            Line::styled(
+                l,
+                ratatui::style::Style::new().fg(ratatui::style::Color::Yellow),
+            )
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(text), area);
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn wrap_indents_continuations() {
+        use crate::tui::view::theme::wrap;
         assert_eq!(
-            super::wrap("round 1: target scores 16 tokens", 16),
+            wrap("round 1: target scores 16 tokens", 16),
             vec!["round 1: target", "  scores 16", "  tokens"]
         );
-        assert_eq!(super::wrap("abc", 8), vec!["abc"]);
+        assert_eq!(wrap("abc", 8), vec!["abc"]);
         assert_eq!(
-            super::wrap("abcdefghijklmn x", 8),
+            wrap("abcdefghijklmn x", 8),
             vec!["abcdefgh", "  ijklmn", "  x"]
         );
     }

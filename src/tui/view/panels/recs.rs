@@ -1,7 +1,8 @@
-//! Final recommendations: the speculative top-K beside the target-only top-K.
+//! Final recommendations: the speculative top-K, and the target-only top-K where they differ.
 //!
-//! In strict mode the two lists must be equal (the method is lossless); in relaxed mode they may
-//! differ, and how much is worth seeing. Ground-truth hits are starred.
+//! In strict mode the two lists must be equal (the method is lossless): then one list is shown,
+//! with titles as wide as the panel allows. In relaxed mode they may differ, and how much is worth
+//! seeing: both lists side by side, rows that differ marked. Ground-truth hits are starred.
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
@@ -43,7 +44,21 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     ]));
     frame.render_widget(Paragraph::new(agreement(run)), note);
     let scroll = (app.ui.scroll.recs, 0);
-    if inner.width >= TWO_COLUMNS {
+    let same = identical(run);
+    if same || inner.width < TWO_COLUMNS {
+        frame.render_widget(
+            Paragraph::new(list_lines(
+                None,
+                &run.trace.beams,
+                run,
+                u,
+                &app.vocab,
+                lists.width as usize,
+            ))
+            .scroll(scroll),
+            lists,
+        );
+    } else {
         let [left, right] = lists.layout(&Layout::horizontal([
             Constraint::Percentage(50),
             Constraint::Fill(1),
@@ -51,7 +66,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
         let w = left.width as usize;
         frame.render_widget(
             Paragraph::new(list_lines(
-                "speculative",
+                Some(("speculative", &run.baseline.beams)),
                 &run.trace.beams,
                 run,
                 u,
@@ -63,7 +78,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
         );
         frame.render_widget(
             Paragraph::new(list_lines(
-                "target-only",
+                Some(("target-only", &run.trace.beams)),
                 &run.baseline.beams,
                 run,
                 u,
@@ -73,20 +88,12 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
             .scroll(scroll),
             right,
         );
-    } else {
-        frame.render_widget(
-            Paragraph::new(list_lines(
-                "speculative",
-                &run.trace.beams,
-                run,
-                u,
-                &app.vocab,
-                lists.width as usize,
-            ))
-            .scroll(scroll),
-            lists,
-        );
     }
+}
+
+fn identical(run: &UserRun) -> bool {
+    let (spec, base) = (&run.trace.beams, &run.baseline.beams);
+    spec.len() == base.len() && spec.iter().zip(base).all(|(a, b)| a.tokens == b.tokens)
 }
 
 /// Rows of the longer list, for scroll limits.
@@ -100,14 +107,15 @@ pub fn rows(app: &App) -> usize {
 fn agreement(run: &UserRun) -> Line<'static> {
     let spec = &run.trace.beams;
     let base = &run.baseline.beams;
-    let same_order =
-        spec.len() == base.len() && spec.iter().zip(base).all(|(a, b)| a.tokens == b.tokens);
     let shared = spec
         .iter()
         .filter(|a| base.iter().any(|b| b.tokens == a.tokens))
         .count();
-    match (run.params.decode.mode, same_order) {
-        (_, true) => Line::styled("target-only list: identical", Style::new().fg(theme::HIT)),
+    match (run.params.decode.mode, identical(run)) {
+        (_, true) => Line::styled(
+            "identical to target-only · * ground truth",
+            Style::new().fg(theme::HIT),
+        ),
         (Mode::Strict, false) => Line::styled(
             format!(
                 "target-only differs ({shared} of {} shared): check near-ties",
@@ -116,21 +124,26 @@ fn agreement(run: &UserRun) -> Line<'static> {
             Style::new().fg(ratatui::style::Color::Red),
         ),
         (Mode::Relaxed, false) => Line::raw(format!(
-            "relaxed: {shared} of {} shared with target-only",
+            "relaxed samples: {shared} of {} shared with target-only · ≠ differs",
             base.len()
         )),
     }
 }
 
+/// One ranked list. With `other` (a name and the list it is compared with), a header names it
+/// and rows whose item differs from the other list's at the same rank are marked `≠`.
 fn list_lines(
-    name: &str,
+    other: Option<(&str, &[BeamView])>,
     beams: &[BeamView],
     run: &UserRun,
     user: &UserView,
     vocab: &Vocab,
     width: usize,
 ) -> Vec<Line<'static>> {
-    let mut lines = vec![Line::styled(name.to_string(), theme::bold())];
+    let mut lines = Vec::new();
+    if let Some((name, _)) = other {
+        lines.push(Line::styled(name.to_string(), theme::bold()));
+    }
     for (i, b) in beams.iter().enumerate() {
         let hit = user.is_hit(&b.tokens);
         let ident = vocab.render(&b.tokens);
@@ -140,10 +153,16 @@ fn list_lines(
             .and_then(|t| t.first())
             .cloned()
             .unwrap_or(ident);
+        let differs = other.is_some_and(|(_, o)| o.get(i).is_none_or(|x| x.tokens != b.tokens));
         let score = format!("{:>6.2}", b.score);
-        let room = width.saturating_sub(3 + 1 + score.len());
+        let room = width.saturating_sub(4 + 1 + score.len());
         lines.push(Line::from(vec![
             Span::styled(format!("{:>2}", i + 1), theme::dim()),
+            if differs {
+                Span::styled("≠", Style::new().fg(ratatui::style::Color::Yellow))
+            } else {
+                Span::raw(" ")
+            },
             if hit {
                 Span::styled("*", Style::new().fg(theme::HIT))
             } else {

@@ -1,5 +1,6 @@
 //! The user panel: ground truth first (it is short and is what the recommendations are judged
-//! against), then the history newest first (the items that weigh most on the next one).
+//! against), then the history newest first (the items that weigh most on the next one). Whole
+//! identifiers, titles wrapped under them.
 
 use ratatui::layout::Rect;
 use ratatui::style::Style;
@@ -9,7 +10,7 @@ use ratatui::Frame;
 
 use crate::session::UserView;
 use crate::tui::state::App;
-use crate::tui::view::layout::PanelId;
+use crate::tui::view::layout::{self, PanelId};
 use crate::tui::view::theme;
 
 pub fn render(app: &App, frame: &mut Frame, area: Rect) {
@@ -29,7 +30,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
         u.history.len()
     );
     frame.render_widget(
-        Paragraph::new(lines(app, u))
+        Paragraph::new(lines(app, u, area.width.saturating_sub(2) as usize))
             .block(theme::block(title, focused))
             .scroll((app.ui.scroll.user, 0)),
         area,
@@ -38,10 +39,25 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
 
 /// Lines of content, for scroll limits.
 pub fn rows(app: &App) -> usize {
-    app.user_view().map_or(0, |u| lines(app, u).len())
+    let width = layout::rect_of(app, PanelId::User).map_or(30, |r| r.width.saturating_sub(2));
+    app.user_view()
+        .map_or(0, |u| lines(app, u, width as usize).len())
 }
 
-fn lines(app: &App, u: &UserView) -> Vec<Line<'static>> {
+/// `title` wrapped to `width` under an indent of `indent` columns.
+fn titled(title: &str, indent: usize, width: usize) -> Vec<Line<'static>> {
+    theme::wrap(title, width.saturating_sub(indent).max(8))
+        .into_iter()
+        .map(|l| {
+            Line::styled(
+                format!("{}{}", " ".repeat(indent), l.trim_start()),
+                theme::dim(),
+            )
+        })
+        .collect()
+}
+
+fn lines(app: &App, u: &UserView, width: usize) -> Vec<Line<'static>> {
     // Hits are only revealed once the user's decode is shown finished.
     let finals = app
         .current
@@ -57,10 +73,7 @@ fn lines(app: &App, u: &UserView) -> Vec<Line<'static>> {
             Span::raw("  ")
         };
         lines.push(Line::from(vec![mark, Span::raw(t.ident.clone())]));
-        lines.push(Line::styled(
-            format!("    {}", t.titles.join(" / ")),
-            theme::dim(),
-        ));
+        lines.extend(titled(&t.titles.join(" / "), 4, width));
     }
     lines.push(Line::styled("History, newest first", theme::bold()));
     for (i, h) in u.history.iter().enumerate().rev() {
@@ -68,7 +81,7 @@ fn lines(app: &App, u: &UserView) -> Vec<Line<'static>> {
             Span::styled(format!("{:>2} ", i + 1), theme::dim()),
             Span::raw(h.ident.clone()),
         ]));
-        lines.push(Line::styled(format!("   {}", h.title), theme::dim()));
+        lines.extend(titled(&h.title, 3, width));
     }
     lines
 }
