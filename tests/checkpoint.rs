@@ -52,7 +52,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn tensors(m: &Llm) -> HashMap<String, Tensor> {
-    m.model.named_tensors().into_iter().collect()
+    m.model.named_tensors().unwrap().into_iter().collect()
 }
 
 fn to_f32(t: &Tensor) -> Vec<f32> {

@@ -410,6 +410,7 @@ fn randn(shape: &[usize], seed: u64) -> candle_core::Tensor {
 fn weight(m: &Llm, name: &str) -> Vec<f32> {
     m.model
         .named_tensors()
+        .unwrap()
         .into_iter()
         .find(|(n, _)| n == name)
         .unwrap_or_else(|| panic!("no {name}"))

@@ -229,11 +229,13 @@ fn interrupted_run_resumes_into_the_same_weights() {
     let wa = Llm::load(&a.join(LAST_DIR), &dev)
         .unwrap()
         .model
-        .named_tensors();
+        .named_tensors()
+        .unwrap();
     let wb = Llm::load(&b.join(LAST_DIR), &dev)
         .unwrap()
         .model
-        .named_tensors();
+        .named_tensors()
+        .unwrap();
     for ((name, x), (_, y)) in wa.iter().zip(&wb) {
         let diff = (x - y).unwrap().abs().unwrap().max_all().unwrap();
         assert!(diff.to_scalar::<f32>().unwrap() < 1e-5, "{name}");

@@ -3,6 +3,7 @@
 mod cache;
 pub mod checkpoint;
 pub mod config;
+pub mod kernels;
 mod llama;
 pub mod lora;
 pub mod random;
@@ -287,11 +288,7 @@ impl Llm {
     }
 
     pub fn num_params(&self) -> usize {
-        self.model
-            .named_tensors()
-            .iter()
-            .map(|(_, t)| t.elem_count())
-            .sum()
+        self.model.num_params()
     }
 
     /// Short shape summary for headers, e.g. `8Lx256 3.1M`.
@@ -322,7 +319,7 @@ impl Llm {
         let json = serde_json::to_vec_pretty(&cfg).expect("config serialises");
         checkpoint::write_atomic(&dir.join(checkpoint::CONFIG), &json)?;
         let mut map = HashMap::new();
-        for (name, t) in self.model.named_tensors() {
+        for (name, t) in self.model.named_tensors()? {
             map.insert(name, t.to_dtype(dtype)?.to_device(&Device::Cpu)?);
         }
         let tmp = dir.join(format!("{}.tmp", checkpoint::WEIGHTS));

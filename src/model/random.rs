@@ -199,7 +199,13 @@ mod tests {
         write_random(&cfg, &vocab, 0.1, 3, DType::F32, dir.path()).unwrap();
         let a = super::super::Llm::load(dir.path(), &Device::Cpu).unwrap();
         let b = super::super::Llm::random(&cfg, vocab, 0.1, 3, &Device::Cpu).unwrap();
-        for ((n, x), (_, y)) in a.model.named_tensors().iter().zip(b.model.named_tensors()) {
+        for ((n, x), (_, y)) in a
+            .model
+            .named_tensors()
+            .unwrap()
+            .iter()
+            .zip(b.model.named_tensors().unwrap())
+        {
             let d = (x - &y)
                 .unwrap()
                 .abs()

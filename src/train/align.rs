@@ -405,18 +405,7 @@ fn dedup(rows: &[u32]) -> (Vec<u32>, Vec<u32>) {
 /// The output projection `[vocab, hidden]` (the embedding when tied). For the draft it is the
 /// variable itself, so gradients reach it.
 fn output_matrix(model: &Llama) -> Result<Tensor> {
-    let tied = model.config().tie_word_embeddings;
-    let wanted = if tied {
-        "model.embed_tokens.weight"
-    } else {
-        "lm_head.weight"
-    };
-    model
-        .named_tensors()
-        .into_iter()
-        .find(|(n, _)| n == wanted)
-        .map(|(_, t)| t)
-        .ok_or_else(|| Error::invalid("model", format!("no {wanted} tensor")))
+    Ok(model.output_matrix()?)
 }
 
 struct AlignTask<'a> {

@@ -92,7 +92,7 @@ pub fn fingerprint(llm: &Llm) -> Result<String> {
         h.write(t.as_bytes());
         h.write(&[0]);
     }
-    let mut tensors = llm.model.named_tensors();
+    let mut tensors = llm.model.named_tensors()?;
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, t) in tensors {
         h.write(name.as_bytes());

@@ -40,7 +40,7 @@ impl Weights {
         let vars = VarMap::new();
         {
             let mut data = vars.data().lock().expect("varmap lock");
-            for (name, t) in llm.model.named_tensors() {
+            for (name, t) in llm.model.named_tensors()? {
                 let t = t.to_dtype(DType::F32)?.to_device(device)?;
                 data.insert(name, Var::from_tensor(&t)?);
             }
