@@ -430,6 +430,15 @@ fn default_asset(name: &str) -> PathBuf {
 }
 
 fn main() -> ExitCode {
+    // candle 0.11 works out its thread count on every CPU matmul (parsing /proc/cpuinfo and the
+    // CPU masks) unless RAYON_NUM_THREADS is set: settle it once, to the count candle would
+    // choose, before any thread starts. The kernels' rayon pool reads the same variable.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var(
+            "RAYON_NUM_THREADS",
+            candle_core::utils::get_num_threads().to_string(),
+        );
+    }
     let matches = <Cli as clap::CommandFactory>::command().get_matches();
     let mut cli =
         <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
