@@ -548,15 +548,29 @@ impl Llama {
     }
 }
 
-/// Stacks `p` and packs the stacked projection for the CPU kernels where they apply.
+/// Stacks `p`, packed for the CPU kernels where they apply (straight from the parts: no
+/// stacked dense copy in between).
 fn pack_stacked(p: Parallel) -> Result<Parallel> {
-    Ok(match p.stack()? {
-        Parallel::Stacked { proj, sizes } => Parallel::Stacked {
-            proj: proj.pack()?,
-            sizes,
-        },
-        other => other,
-    })
+    if let Parallel::Separate(parts) = &p {
+        let weights = parts.iter().map(Proj::weight).collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&Tensor> = weights.iter().collect();
+        if let Some(w) = Packed::from_stacked(&refs)? {
+            let sizes = parts
+                .iter()
+                .map(Proj::out_dim)
+                .collect::<Result<Vec<_>>>()?;
+            let bias = match parts.iter().map(Proj::bias).collect::<Option<Vec<_>>>() {
+                Some(b) => Some(Tensor::cat(&b, 0)?),
+                None => None,
+            };
+            let proj = Proj::Packed {
+                w: Arc::new(w),
+                bias,
+            };
+            return Ok(Parallel::Stacked { proj, sizes });
+        }
+    }
+    p.stack()
 }
 
 fn inv_freq(cfg: &ModelConfig, device: &Device) -> Result<Tensor> {
