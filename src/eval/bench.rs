@@ -521,7 +521,7 @@ impl BenchReport {
             .collect();
         if let Some(t) = self.per_k.first().and_then(|r| r.tolerance) {
             s.push_str(&format!(
-                "largest score deviation between the two lists' common beams: {}; near-tie tolerance {:.0e} + {:.0e} x |score|\n",
+                "largest score deviation between the two lists' common beams: {}; near-tie tolerance {} + {} x |score|\n",
                 dev.join(", "),
                 t.abs,
                 t.rel

@@ -46,8 +46,13 @@ const CHUNK_BYTES: usize = 512 * 1024;
 /// How far ahead (in 128-byte panel steps, so 12 KiB) the kernels prefetch the panel: the first
 /// row tile over a panel streams it from memory.
 const PREFETCH_STEPS: usize = 96;
-/// Below this many multiply-adds a product runs on the calling thread.
-const PARALLEL_MIN_MACS: usize = 1 << 20;
+/// A product runs on the thread pool when it streams a weight of at least this many bytes (a
+/// few-token pass is bound by that stream, and two cores stream more than one) ...
+const PARALLEL_MIN_WEIGHT_BYTES: usize = 1 << 20;
+/// ... or does at least this many multiply-adds. Below both, waking the pool costs more than it
+/// saves: on the shipped 8x128 target, every product on one thread made a 20-token step 1.0 ms
+/// instead of 1.4 ms.
+const PARALLEL_MIN_MACS: usize = 1 << 22;
 /// Below this many elements an element-wise step (rotary split, SwiGLU) runs on the calling
 /// thread.
 const PARALLEL_MIN_ELEMS: usize = 1 << 18;
@@ -547,7 +552,9 @@ impl Packed {
             }
         };
         let threads = rayon::current_num_threads();
-        if threads <= 1 || panels == 1 || m * n * k < PARALLEL_MIN_MACS {
+        let weight_bytes = panels * panel_lines * size_of::<Line>();
+        let small = m * n * k < PARALLEL_MIN_MACS && weight_bytes < PARALLEL_MIN_WEIGHT_BYTES;
+        if threads <= 1 || panels == 1 || small {
             (0..panels).for_each(panel);
         } else {
             (0..panels).into_par_iter().for_each(panel);
