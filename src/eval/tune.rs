@@ -384,8 +384,13 @@ pub fn default_cache_path() -> Option<PathBuf> {
     Some(base.join("atspeed").join("tuned-shapes.json"))
 }
 
-/// The machine timings come from: the CPU model, the threads available and the thread count
-/// candle is told to use.
+/// The inference engine's revision, part of [`machine`]: raise it when pass costs change (new
+/// kernels), so shapes tuned on the old engine are tuned again. 2: the CPU kernels
+/// (`model::kernels`).
+const ENGINE_REVISION: u32 = 2;
+
+/// The machine timings come from: the CPU model, the threads available, the thread counts candle
+/// and the kernels are told to use, and the engine's revision.
 pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -397,8 +402,12 @@ pub fn machine() -> String {
         })
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let candle = std::env::var("CANDLE_NUM_THREADS").unwrap_or_default();
-    format!("{cpu}, {threads} threads, CANDLE_NUM_THREADS={candle}")
+    let var = |name: &str| std::env::var(name).unwrap_or_default();
+    format!(
+        "{cpu}, {threads} threads, CANDLE_NUM_THREADS={}, RAYON_NUM_THREADS={}, engine {ENGINE_REVISION}",
+        var("CANDLE_NUM_THREADS"),
+        var("RAYON_NUM_THREADS")
+    )
 }
 
 /// FNV-1a, 64 bits: a stable hash for fingerprints (not for security).
