@@ -21,10 +21,15 @@
 //!
 //! Each output sums its products in increasing `k` in one accumulator lane (pair by pair on the
 //! BF16 path); chunking, the row tile it falls in and the thread that runs it change neither the
-//! order nor the rounding (a chunk resumes from the stored f32 partial sum). So a token's row is
-//! bit-for-bit the same whichever tokens share its pass and however many threads run, and each
-//! output is written by one task only: no races, no thread-count-dependent reductions.
+//! order nor the rounding (a chunk resumes from the stored f32 partial sum). So a token's row of a
+//! product is bit-for-bit the same whichever tokens share its pass and however many threads run,
+//! and each output is written by one task only: no races, no thread-count-dependent reductions.
+//! Attention is not: up to 32 query rows it runs its own loops, beyond that `gemm`, which sums in
+//! another order, so a row's attention (and what follows it) can differ in the last bits between
+//! a 20-token step and a 202-token tree pass. The strict list comparison's tolerance covers that
+//! (`decode::ranking`).
 
+#[cfg(not(target_os = "linux"))]
 use std::alloc::{self, Layout};
 use std::fmt;
 use std::ptr::NonNull;
@@ -131,8 +136,15 @@ impl Lines {
         len.max(1) * size_of::<Line>()
     }
 
+    /// Out of memory is an error (a model too large for the machine), not an abort.
+    fn out_of_memory(bytes: usize) -> candle_core::Error {
+        candle_core::Error::Msg(format!(
+            "out of memory: {bytes} bytes for packed weights (the model does not fit in RAM)"
+        ))
+    }
+
     #[cfg(target_os = "linux")]
-    fn zeroed(len: usize) -> Lines {
+    fn zeroed(len: usize) -> Result<Lines> {
         let bytes = Self::bytes(len);
         // One huge page of slack to align the start to one.
         let map_len = bytes + HUGE_PAGE;
@@ -147,30 +159,29 @@ impl Lines {
                 0,
             )
         };
-        let layout = Layout::from_size_align(bytes, HUGE_PAGE).expect("panel size");
         if raw == libc::MAP_FAILED {
-            alloc::handle_alloc_error(layout)
+            return Err(Self::out_of_memory(bytes));
         }
         let aligned = (raw as usize).next_multiple_of(HUGE_PAGE);
         // SAFETY: aligned..aligned + bytes lies inside the mapping; advice changes no contents,
         // and a refusal (THP off, old kernel) only leaves ordinary pages.
         unsafe { libc::madvise(aligned as *mut libc::c_void, bytes, libc::MADV_HUGEPAGE) };
-        Lines {
+        Ok(Lines {
             ptr: NonNull::new(aligned as *mut Line).expect("mapping is not null"),
             len,
             map: (raw, map_len),
-        }
+        })
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn zeroed(len: usize) -> Lines {
-        let layout = Layout::from_size_align(Self::bytes(len), HUGE_PAGE).expect("panel size");
+    fn zeroed(len: usize) -> Result<Lines> {
+        let layout = Layout::from_size_align(Self::bytes(len), HUGE_PAGE)
+            .map_err(|_| Self::out_of_memory(Self::bytes(len)))?;
         // SAFETY: the layout has a non-zero size; zero bytes are valid Lines.
         let raw = unsafe { alloc::alloc_zeroed(layout) };
-        let Some(ptr) = NonNull::new(raw as *mut Line) else {
-            alloc::handle_alloc_error(layout)
-        };
-        Lines { ptr, len }
+        let ptr =
+            NonNull::new(raw as *mut Line).ok_or_else(|| Self::out_of_memory(layout.size()))?;
+        Ok(Lines { ptr, len })
     }
 
     fn as_slice(&self) -> &[Line] {
@@ -238,40 +249,40 @@ impl Packed {
     }
 
     /// Packs f32 `w [n, k]` (row-major).
-    pub fn from_f32(w: &[f32], n: usize, k: usize) -> Packed {
+    pub fn from_f32(w: &[f32], n: usize, k: usize) -> Result<Packed> {
         assert_eq!(w.len(), n * k, "w is not [n, k]");
         Packed::from_f32_parts(&[w], k)
     }
 
     /// Packs bf16 `w [n, k]` (row-major).
-    pub fn from_bf16(w: &[bf16], n: usize, k: usize) -> Packed {
+    pub fn from_bf16(w: &[bf16], n: usize, k: usize) -> Result<Packed> {
         assert_eq!(w.len(), n * k, "w is not [n, k]");
         Packed::from_bf16_parts(&[w], k)
     }
 
     /// Packs the f32 weights `parts` (row-major, `k` columns each) stacked along their rows.
-    fn from_f32_parts(parts: &[&[f32]], k: usize) -> Packed {
+    fn from_f32_parts(parts: &[&[f32]], k: usize) -> Result<Packed> {
         let n: usize = parts.iter().map(|p| p.len() / k.max(1)).sum();
-        let mut lines = Lines::zeroed(n.div_ceil(PANEL) * 2 * k);
+        let mut lines = Lines::zeroed(n.div_ceil(PANEL) * 2 * k)?;
         let put = |panel: &mut [Line], c: usize, i0: usize, row: &[f32]| {
             for (i, v) in row.iter().enumerate() {
                 panel[2 * (i0 + i) + c / 16].0[c % 16] = v.to_bits();
             }
         };
         fill_panels(&mut lines, k, 2 * k, put, parts);
-        Packed {
+        Ok(Packed {
             n,
             k,
             kind: Kind::F32,
             lines,
-        }
+        })
     }
 
     /// Packs the bf16 weights `parts` (row-major, `k` columns each) stacked along their rows.
-    fn from_bf16_parts(parts: &[&[bf16]], k: usize) -> Packed {
+    fn from_bf16_parts(parts: &[&[bf16]], k: usize) -> Result<Packed> {
         let n: usize = parts.iter().map(|p| p.len() / k.max(1)).sum();
         let pairs = k.div_ceil(2);
-        let mut lines = Lines::zeroed(n.div_ceil(PANEL) * 2 * pairs);
+        let mut lines = Lines::zeroed(n.div_ceil(PANEL) * 2 * pairs)?;
         let put = |panel: &mut [Line], c: usize, i0: usize, row: &[bf16]| {
             for (j, v) in row.iter().enumerate() {
                 let i = i0 + j;
@@ -280,12 +291,12 @@ impl Packed {
             }
         };
         fill_panels(&mut lines, k, 2 * pairs, put, parts);
-        Packed {
+        Ok(Packed {
             n,
             k,
             kind: Kind::Bf16,
             lines,
-        }
+        })
     }
 
     /// Packs a CPU weight tensor `[n, k]` when a kernel here beats candle's matmul for it: bf16
@@ -333,8 +344,8 @@ impl Packed {
             }
         }
         Ok(Some(match dtype {
-            DType::F32 => Packed::from_f32_parts(&f32s, k),
-            _ => Packed::from_bf16_parts(&bf16s, k),
+            DType::F32 => Packed::from_f32_parts(&f32s, k)?,
+            _ => Packed::from_bf16_parts(&bf16s, k)?,
         }))
     }
 
@@ -1701,13 +1712,13 @@ mod tests {
         for (k, n) in [(1, 1), (7, 5), (33, 40), (64, 65)] {
             let w = random(n * k, &mut rng);
             let t = Tensor::from_vec(w.clone(), (n, k), &Device::Cpu).unwrap();
-            let back = Packed::from_f32(&w, n, k).to_tensor().unwrap();
+            let back = Packed::from_f32(&w, n, k).unwrap().to_tensor().unwrap();
             assert_eq!(back.flatten_all().unwrap().to_vec1::<f32>().unwrap(), w);
             let wb: Vec<bf16> = w.iter().map(|&v| bf16::from_f32(v)).collect();
-            let back = Packed::from_bf16(&wb, n, k).to_tensor().unwrap();
+            let back = Packed::from_bf16(&wb, n, k).unwrap().to_tensor().unwrap();
             assert_eq!(back.flatten_all().unwrap().to_vec1::<bf16>().unwrap(), wb);
             let ids = [n as u32 - 1, 0, (n / 2) as u32];
-            let rows = Packed::from_f32(&w, n, k).gather(&ids).unwrap();
+            let rows = Packed::from_f32(&w, n, k).unwrap().gather(&ids).unwrap();
             let want = t
                 .index_select(&Tensor::new(&ids, &Device::Cpu).unwrap(), 0)
                 .unwrap();
@@ -1715,7 +1726,10 @@ mod tests {
                 rows.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
                 want.flatten_all().unwrap().to_vec1::<f32>().unwrap()
             );
-            assert!(Packed::from_f32(&w, n, k).gather(&[n as u32]).is_err());
+            assert!(Packed::from_f32(&w, n, k)
+                .unwrap()
+                .gather(&[n as u32])
+                .is_err());
         }
     }
 
@@ -1740,7 +1754,7 @@ mod tests {
                 for (k, n) in SHAPES {
                     let x = random(m * k, &mut rng);
                     let w = random(n * k, &mut rng);
-                    let got = Packed::from_f32(&w, n, k).matmul_f32(&x, m, isa);
+                    let got = Packed::from_f32(&w, n, k).unwrap().matmul_f32(&x, m, isa);
                     // f32 sums of up to 1536 terms: far inside 1e-5 of the sum of |products|.
                     check(&got, &x, &w, m, k, n, 1e-5);
                 }
@@ -1763,6 +1777,7 @@ mod tests {
                         .map(bf16::from_f32)
                         .collect();
                     let got: Vec<f32> = Packed::from_bf16(&wb, n, k)
+                        .unwrap()
                         .matmul_bf16(&xb, m, isa)
                         .iter()
                         .map(|v| v.to_f32())
@@ -1785,7 +1800,10 @@ mod tests {
         let xs = random(33 * k, &mut rng);
         let xb: Vec<bf16> = xs.iter().map(|&v| bf16::from_f32(v)).collect();
         let wb: Vec<bf16> = w.iter().map(|&v| bf16::from_f32(v)).collect();
-        let (pf, pb) = (Packed::from_f32(&w, n, k), Packed::from_bf16(&wb, n, k));
+        let (pf, pb) = (
+            Packed::from_f32(&w, n, k).unwrap(),
+            Packed::from_bf16(&wb, n, k).unwrap(),
+        );
         let one_thread = rayon::ThreadPoolBuilder::new()
             .num_threads(1)
             .build()

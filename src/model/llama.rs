@@ -352,14 +352,15 @@ impl Llama {
         if self.cfg.tie_word_embeddings && self.lm_head.is_packed() {
             self.embed = None;
         }
-        self.cpu_kernels = self.blocks.iter().all(|b| {
-            let stacked =
-                |p: &Parallel| matches!(p, Parallel::Stacked { proj, .. } if proj.is_packed());
-            stacked(&b.attn.qkv)
-                && b.attn.o.is_packed()
-                && stacked(&b.mlp.gate_up)
-                && b.mlp.down.is_packed()
-        });
+        self.cpu_kernels = !self.blocks.is_empty()
+            && self.blocks.iter().all(|b| {
+                let stacked =
+                    |p: &Parallel| matches!(p, Parallel::Stacked { proj, .. } if proj.is_packed());
+                stacked(&b.attn.qkv)
+                    && b.attn.o.is_packed()
+                    && stacked(&b.mlp.gate_up)
+                    && b.mlp.down.is_packed()
+            });
         Ok(())
     }
 
@@ -368,11 +369,6 @@ impl Llama {
     }
     pub fn dtype(&self) -> DType {
         self.dtype
-    }
-
-    /// Whether inference passes run on the CPU kernels (for reports).
-    pub fn uses_cpu_kernels(&self) -> bool {
-        self.cpu_kernels
     }
 
     /// Parameters, counted from the shapes (packed weights are not read back).
@@ -492,11 +488,15 @@ impl Llama {
         self.lm_head.forward(hidden)?.to_dtype(DType::F32)
     }
 
-    /// The output projection `[vocab, hidden]` (the embedding when tied; a packed head read back
-    /// out of its panels). For a model built on variables it is the variable itself, so
-    /// gradients reach it.
-    pub fn output_matrix(&self) -> Result<Tensor> {
-        self.lm_head.weight()
+    /// Rows `ids` (u32, on the model's device) of the output projection `[vocab, hidden]` (the
+    /// embedding when tied): read out of a packed head's panels, or selected from the dense
+    /// weight, which for a model built on variables is the variable itself, so gradients reach
+    /// it.
+    pub fn output_rows(&self, ids: &Tensor) -> Result<Tensor> {
+        match &self.lm_head {
+            Proj::Dense(l) => l.weight().index_select(ids, 0),
+            Proj::Packed { w, .. } => w.gather(&ids.to_vec1::<u32>()?),
+        }
     }
 
     /// Named weights in Hugging Face layout, for saving (packed weights are read back out of
@@ -816,10 +816,12 @@ mod tests {
             logits(&plain, &tokens, 1, 0, &mask, None),
             logits(&fast, &tokens, 1, 0, &mask, None),
         );
-        // Measured: candle's bf16 ops 0.11 off the f32 logits, the kernel path 0.09.
+        // Measured here: candle's bf16 ops 0.11 off the f32 logits, the kernel path 0.09. Over
+        // many shapes and seeds the kernel path is usually nearer but not always (up to 1.35x
+        // candle's error in a review's 130 passes), so the bound allows 1.5x.
         let (plain_err, fast_err) = (max_diff(&a, &want), max_diff(&b, &want));
         assert!(
-            fast_err <= plain_err && fast_err < 0.15,
+            fast_err <= 1.5 * plain_err && fast_err < 0.15,
             "{fast_err} vs {plain_err}"
         );
     }
@@ -879,6 +881,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// No blocks, no kernel path (it starts from the first block's norm): candle's ops run it.
+    #[test]
+    fn a_model_without_layers_stays_on_candle_ops() {
+        let mut cfg = ModelConfig::compact(61, 1, 96, 4, 2);
+        let (plain, _) = pair_for(&cfg, DType::F32);
+        let tensors = plain
+            .named_tensors()
+            .unwrap()
+            .into_iter()
+            .filter(|(n, _)| !n.contains(".layers."))
+            .collect();
+        cfg.num_hidden_layers = 0;
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+        let mut m = Llama::new(&cfg, vb).unwrap();
+        m.fuse_projections().unwrap();
+        assert!(!m.cpu_kernels);
+        let l = logits(&m, &[1, 2, 3], 1, 0, &crate::model::causal_mask(3), None);
+        assert_eq!(l.len(), 3 * 61);
     }
 
     #[test]

@@ -377,7 +377,7 @@ impl Levels {
         let dev = hidden.device();
         let picked =
             hidden.index_select(&Tensor::from_vec(distinct.clone(), distinct.len(), dev)?, 0)?;
-        let head = output_matrix(model)?.index_select(&self.ids[l].to_device(dev)?, 0)?;
+        let head = model.output_rows(&self.ids[l].to_device(dev)?)?;
         let logits = picked
             .matmul(&head.t()?)?
             .to_dtype(candle_core::DType::F32)?;
@@ -400,12 +400,6 @@ fn dedup(rows: &[u32]) -> (Vec<u32>, Vec<u32>) {
         })
         .collect();
     (distinct, inverse)
-}
-
-/// The output projection `[vocab, hidden]` (the embedding when tied). For the draft it is the
-/// variable itself, so gradients reach it.
-fn output_matrix(model: &Llama) -> Result<Tensor> {
-    Ok(model.output_matrix()?)
 }
 
 struct AlignTask<'a> {
