@@ -24,10 +24,10 @@
 //! order nor the rounding (a chunk resumes from the stored f32 partial sum). So a token's row of a
 //! product is bit-for-bit the same whichever tokens share its pass and however many threads run,
 //! and each output is written by one task only: no races, no thread-count-dependent reductions.
-//! Attention is not: up to 32 query rows it runs its own loops, beyond that `gemm`, which sums in
-//! another order, so a row's attention (and what follows it) can differ in the last bits between
-//! a 20-token step and a 202-token tree pass. The strict list comparison's tolerance covers that
-//! (`decode::ranking`).
+//! Attention keeps that too where its own loops run (head sizes a multiple of 16 up to 128, with
+//! AVX-512): a query row sees the same keys in the same order whatever else is in the pass, and
+//! masked keys change no sum. Elsewhere it runs on `gemm`, whose order follows the pass's shape,
+//! and the strict list comparison's tolerance covers the last bits (`decode::ranking`).
 
 #[cfg(not(target_os = "linux"))]
 use std::alloc::{self, Layout};
@@ -1208,11 +1208,14 @@ pub(crate) fn attention(
         candle_core::bail!("attention: k/v views exceed their storage");
     }
     let group = heads / kv_heads;
-    // A few query rows: gemm's set-up per call outweighs the work, so plain AVX-512 loops (dot
-    // products for the scores, broadcast multiply-adds for the weighted sum) run instead.
+    // Plain AVX-512 loops (dot products for the scores, broadcast multiply-adds for the weighted
+    // sum, skipping masked keys) compute each query row on its own, in an order that does not
+    // depend on how many rows share the pass or where the masked keys sit: a row of a tree pass
+    // is then bit-for-bit the row a beam-search step computes, and strict lists equal the
+    // target's own exactly, in bf16 too. gemm (other head sizes, CPUs without AVX-512) sums
+    // in another order per pass shape.
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
-    let small = t <= SMALL_ATTENTION_ROWS
-        && d.is_multiple_of(16)
+    let loops = d.is_multiple_of(16)
         && d <= 128
         && Isa::detect() != Isa::Portable
         && cfg!(target_arch = "x86_64");
@@ -1233,13 +1236,22 @@ pub(crate) fn attention(
         let mut s = vec![0f32; t * len];
         let dst = out_ptr.0.wrapping_add(bi * t * heads * d + h * d);
         #[cfg(target_arch = "x86_64")]
-        if small {
+        if loops {
             // SAFETY: the CPU has AVX-512F; d = 16 * chunks with chunks in 1..=8; q_h is [t, d],
-            // k_g and v_g hold len rows of d contiguous f32 (checked above), s is [t, len], and
+            // k_g and v_g hold len rows of d contiguous f32 (checked above), s and m are [t, len], and
             // dst has t rows of d writable f32, heads * d apart, which only this head writes.
             unsafe {
-                vmath::scores(qh.as_ptr(), kg, t, len, d, scale, s.as_mut_ptr());
                 let m = &mask[(bi % mask_rows) * t * len..][..t * len];
+                vmath::scores(
+                    qh.as_ptr(),
+                    kg,
+                    t,
+                    len,
+                    d,
+                    scale,
+                    m.as_ptr(),
+                    s.as_mut_ptr(),
+                );
                 for (row, m) in s.chunks_exact_mut(len).zip(m.chunks_exact(len)) {
                     softmax_row(row, m);
                 }
@@ -1310,9 +1322,6 @@ pub(crate) fn attention(
     }
     tensor_as(out, &[b, t, heads * d], dtype)
 }
-
-/// Up to this many query rows, attention uses its own loops instead of `gemm`.
-const SMALL_ATTENTION_ROWS: usize = 32;
 
 /// `row = softmax(row + mask)` in place.
 fn softmax_row(row: &mut [f32], mask: &[f32]) {
@@ -1525,7 +1534,14 @@ mod vmath {
             i += 16;
         }
         let max = _mm512_set1_ps(_mm512_reduce_max_ps(maxv));
+        // The non-zero terms are summed in their order, lane by their rank among those terms
+        // (packed through `buf`), not by their position in the row: masked keys (exactly zero
+        // terms) sit at other positions in a tree pass than in a beam-search step, and the sum
+        // must not notice, so a row's attention is bit-for-bit the same in both. A NaN term is
+        // kept (unordered compare), so a NaN still shows.
         let mut sumv = _mm512_setzero_ps();
+        let mut buf = [0f32; 32];
+        let mut filled = 0usize;
         i = 0;
         while i < n {
             let m: __mmask16 = if n - i >= 16 {
@@ -1536,9 +1552,18 @@ mod vmath {
             let e = exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, p.add(i)), max));
             let e = _mm512_maskz_mov_ps(m, e);
             _mm512_mask_storeu_ps(p.add(i), m, e);
-            sumv = _mm512_add_ps(sumv, e);
+            let keep = _mm512_mask_cmp_ps_mask::<_CMP_NEQ_UQ>(m, e, _mm512_setzero_ps());
+            _mm512_mask_compressstoreu_ps(buf.as_mut_ptr().add(filled), keep, e);
+            filled += keep.count_ones() as usize;
+            if filled >= 16 {
+                sumv = _mm512_add_ps(sumv, _mm512_loadu_ps(buf.as_ptr()));
+                buf.copy_within(16..filled, 0);
+                filled -= 16;
+            }
             i += 16;
         }
+        let rest = ((1u32 << filled) - 1) as u16;
+        sumv = _mm512_add_ps(sumv, _mm512_maskz_loadu_ps(rest, buf.as_ptr()));
         let sum = _mm512_set1_ps(_mm512_reduce_add_ps(sumv));
         i = 0;
         while i < n {
@@ -1555,7 +1580,10 @@ mod vmath {
 
     /// `s[i][j] = scale * (q_i . k_j)` for `t` query rows and `len` keys of `d` (a multiple of
     /// 16, at most 128) contiguous f32: each dot product in 16 lanes, summed across lanes once.
+    /// Entries whose `mask` (`[t][len]`) is -inf are left as they are (the softmax adds -inf to
+    /// them whatever they hold): a causal prefill skips half its products, a tree pass most.
     #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn scores(
         q: *const f32,
         k: *const f32,
@@ -1563,9 +1591,11 @@ mod vmath {
         len: usize,
         d: usize,
         scale: f32,
+        mask: *const f32,
         s: *mut f32,
     ) {
         let chunks = d / 16;
+        let masked = |i: usize, j: usize| *mask.add(i * len + j) == f32::NEG_INFINITY;
         for j in 0..len {
             let kj = k.add(j * d);
             let mut kv = [_mm512_setzero_ps(); 8];
@@ -1574,6 +1604,10 @@ mod vmath {
             }
             let mut i = 0;
             while i + 4 <= t {
+                if (i..i + 4).all(|r| masked(r, j)) {
+                    i += 4;
+                    continue;
+                }
                 let mut acc = [_mm512_setzero_ps(); 4];
                 for (c, v) in kv.iter().enumerate().take(chunks) {
                     for (r, a) in acc.iter_mut().enumerate() {
@@ -1586,6 +1620,10 @@ mod vmath {
                 i += 4;
             }
             while i < t {
+                if masked(i, j) {
+                    i += 1;
+                    continue;
+                }
                 let mut a = _mm512_setzero_ps();
                 for (c, v) in kv.iter().enumerate().take(chunks) {
                     a = _mm512_fmadd_ps(_mm512_loadu_ps(q.add(i * d + 16 * c)), *v, a);
