@@ -907,20 +907,12 @@ mod portable {
         cols: usize,
         first: bool,
     ) {
-        let mut acc = [[0f32; PANEL]; MR];
-        // SAFETY (all reads and writes below): within the ranges the caller guarantees.
+        // SAFETY: the caller's guarantees, passed on.
         unsafe {
-            load(&mut acc, out, ldo, rows, cols, first);
-            for i in 0..len {
-                let w = std::slice::from_raw_parts(w.add(PANEL * i), PANEL);
-                for (r, a) in acc.iter_mut().enumerate().take(rows) {
-                    let b = *x.add(r * ldx + i);
-                    for (a, w) in a.iter_mut().zip(w) {
-                        *a += b * f32::from_bits(*w);
-                    }
-                }
-            }
-            store(&acc, out, ldo, rows, cols);
+            let line = |i: usize| w.add(PANEL * i);
+            tile(x, ldx, len, out, ldo, rows, cols, first, line, |_, b| {
+                f32::from_bits(b)
+            })
         }
     }
 
@@ -937,17 +929,40 @@ mod portable {
         cols: usize,
         first: bool,
     ) {
+        // SAFETY: the caller's guarantees, passed on.
+        unsafe {
+            let line = |i: usize| w.add(PANEL * (i / 2));
+            tile(x, ldx, len, out, ldo, rows, cols, first, line, |i, b| {
+                f32::from_bits(((b >> (16 * (i % 2))) & 0xffff) << 16)
+            })
+        }
+    }
+
+    /// The tile loop of both: `line(i)` is the panel line holding `k = i`, and `value(i, lane)`
+    /// reads that `k`'s weight out of a lane of it.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile(
+        x: *const f32,
+        ldx: usize,
+        len: usize,
+        out: *mut f32,
+        ldo: usize,
+        rows: usize,
+        cols: usize,
+        first: bool,
+        line: impl Fn(usize) -> *const u32,
+        value: impl Fn(usize, u32) -> f32,
+    ) {
         let mut acc = [[0f32; PANEL]; MR];
         // SAFETY (all reads and writes below): within the ranges the caller guarantees.
         unsafe {
             load(&mut acc, out, ldo, rows, cols, first);
             for i in 0..len {
-                let (j, half) = (i / 2, 16 * (i % 2) as u32);
-                let w = std::slice::from_raw_parts(w.add(PANEL * j), PANEL);
+                let w = std::slice::from_raw_parts(line(i), PANEL);
                 for (r, a) in acc.iter_mut().enumerate().take(rows) {
                     let b = *x.add(r * ldx + i);
                     for (a, w) in a.iter_mut().zip(w) {
-                        *a += b * f32::from_bits(((*w >> half) & 0xffff) << 16);
+                        *a += b * value(i, *w);
                     }
                 }
             }
