@@ -238,12 +238,7 @@ impl Llm {
         device: &Device,
     ) -> Result<Llm> {
         check_new_shape(cfg, MAX_NEW_PARAMS)?;
-        if !(std.is_finite() && std > 0.0) {
-            return Err(Error::invalid(
-                "std",
-                format!("{std} is not a positive standard deviation"),
-            ));
-        }
+        check_std(std)?;
         cfg.validate()
             .map_err(|m| Error::invalid("model shape", m))?;
         if vocab.len() != cfg.vocab_size {
@@ -253,14 +248,6 @@ impl Llm {
                     "vocabulary has {} tokens, config {}",
                     vocab.len(),
                     cfg.vocab_size
-                ),
-            ));
-        }
-        if !(std.is_finite() && std > 0.0) {
-            return Err(Error::invalid(
-                "std",
-                format!(
-                    "the initialisation's standard deviation must be a positive number, not {std}"
                 ),
             ));
         }
@@ -425,6 +412,17 @@ pub fn compact_config(
     let cfg = ModelConfig::compact(vocab, layers, hidden, heads, kv_heads);
     check_new_shape(&cfg, max_params)?;
     Ok(cfg)
+}
+
+/// The initialisation's standard deviation (`Llm::random`, `new-model --std`): positive and finite.
+pub fn check_std(std: f32) -> Result<()> {
+    if std.is_finite() && std > 0.0 {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        "std",
+        format!("the initialisation's standard deviation must be a positive number, not {std}"),
+    ))
 }
 
 /// Checks the shape of a model about to be created, before any weight is allocated: every size

@@ -36,12 +36,7 @@ pub fn write_random(
 ) -> Result<usize> {
     cfg.validate()
         .map_err(|m| Error::invalid("model shape", m))?;
-    if !(std.is_finite() && std > 0.0) {
-        return Err(Error::invalid(
-            "std",
-            format!("the initialisation's standard deviation must be a positive number, not {std}"),
-        ));
-    }
+    super::check_std(std)?;
     let shapes = tensor_shapes(cfg);
     let total: usize = shapes
         .iter()
