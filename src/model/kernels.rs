@@ -416,10 +416,7 @@ impl Packed {
     }
 
     fn forward_as(&self, x: &Tensor, round: bool) -> Result<Tensor> {
-        let want = match self.kind {
-            Kind::F32 => DType::F32,
-            Kind::Bf16 => DType::BF16,
-        };
+        let want = self.dtype();
         if x.dtype() != want || x.dims().last() != Some(&self.k) {
             candle_core::bail!(
                 "packed linear [{}, {}] {want:?}: input {:?} {:?}",
@@ -585,26 +582,18 @@ fn fill_panels<T: Sync>(
     put: impl Fn(&mut [Line], usize, usize, &[T]) + Sync,
     parts: &[&[T]],
 ) {
-    let starts: Vec<usize> = parts
+    // The stacked weight's rows, in order.
+    let rows: Vec<&[T]> = parts
         .iter()
-        .scan(0, |at, p| {
-            *at += p.len() / k.max(1);
-            Some(*at - p.len() / k.max(1))
-        })
+        .flat_map(|p| p.chunks_exact(k.max(1)))
         .collect();
-    let n = starts
-        .last()
-        .map_or(0, |s| s + parts[parts.len() - 1].len() / k.max(1));
-    let row = |r: usize| {
-        let i = starts.partition_point(|&s| s <= r) - 1;
-        &parts[i][(r - starts[i]) * k..][..k]
-    };
+    let n = rows.len();
     let fill = |(p, panel): (usize, &mut [Line])| {
         let cols = PANEL.min(n - p * PANEL);
         for i0 in (0..k).step_by(PACK_BLOCK) {
             let len = PACK_BLOCK.min(k - i0);
             for c in 0..cols {
-                put(panel, c, i0, &row(p * PANEL + c)[i0..][..len]);
+                put(panel, c, i0, &rows[p * PANEL + c][i0..][..len]);
             }
         }
     };
@@ -1064,35 +1053,36 @@ fn tensor_as(v: Vec<f32>, dims: &[usize], dtype: DType) -> Result<Tensor> {
     }
 }
 
-/// Qwen3's RMS norm over each head of q and of k, in place on the fused q/k/v projection's f32
-/// sums `qkv [.., (heads + 2 kv_heads) * d]` (v is left alone), weights `q_norm`/`k_norm` `[d]`:
-/// `x / sqrt(mean(x^2) + eps) * w` in f32, as candle's norm computes it.
-pub(crate) fn rms_norm_heads(
-    qkv: &mut [f32],
-    (heads, kv_heads, d): (usize, usize, usize),
-    q_norm: &[f32],
-    k_norm: &[f32],
-    eps: f32,
-) {
-    let width = (heads + 2 * kv_heads) * d;
-    for row in qkv.chunks_exact_mut(width.max(1)) {
-        for (h, x) in row[..(heads + kv_heads) * d]
-            .chunks_exact_mut(d)
-            .enumerate()
-        {
-            let w = if h < heads { q_norm } else { k_norm };
-            let m = (x.iter().map(|v| v * v).sum::<f32>() / d as f32 + eps).sqrt();
-            for (x, w) in x.iter_mut().zip(w) {
-                *x = *x / m * w;
-            }
+/// `sqrt(mean(x^2) + eps)`, the RMS norm's divisor: 16 running sums of squares (vectorisable),
+/// added in a fixed order.
+fn rms(x: &[f32], eps: f32) -> f32 {
+    let mut acc = [0f32; 16];
+    let mut chunks = x.chunks_exact(16);
+    for c in &mut chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v * v;
         }
     }
+    for (a, v) in acc.iter_mut().zip(chunks.remainder()) {
+        *a += v * v;
+    }
+    (acc.iter().sum::<f32>() / x.len().max(1) as f32 + eps).sqrt()
+}
+
+/// Qwen3's RMS norm over each head of q and of k (weights `[head_dim]`, f32), applied by
+/// [`split_rope`] before the rotation, as `x / sqrt(mean(x^2) + eps) * w`.
+#[derive(Clone, Copy)]
+pub(crate) struct QkNorm<'a> {
+    pub q: &'a [f32],
+    pub k: &'a [f32],
+    pub eps: f32,
 }
 
 /// Splits the fused q/k/v projection `qkv [b, t, (heads + 2 kv_heads) * d]` into q
 /// `[b][heads][t][d]` (returned as f32 data), k and v (`[b, kv_heads, t, d]` f32 tensors, the
 /// cache's entries), rotating q and k (rotate-half rotary embedding) by `cos`/`sin`
 /// `[b or 1][t][d / 2]`. Same arithmetic as candle's `rope`, in f32.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn split_rope(
     qkv: &Tensor,
     cos: &[f32],
@@ -1100,11 +1090,15 @@ pub(crate) fn split_rope(
     heads: usize,
     kv_heads: usize,
     d: usize,
+    qk_norm: Option<QkNorm>,
 ) -> Result<(Vec<f32>, Tensor, Tensor)> {
     let (b, t, width) = qkv.dims3()?;
     let half = d / 2;
     if width != (heads + 2 * kv_heads) * d || !d.is_multiple_of(2) {
         candle_core::bail!("split_rope: width {width} for {heads}+2x{kv_heads} heads of {d}");
+    }
+    if qk_norm.is_some_and(|n| n.q.len() != d || n.k.len() != d) {
+        candle_core::bail!("split_rope: q/k norm weights are not [{d}]");
     }
     let rot_rows = cos.len() / (t * half).max(1);
     if cos.len() != sin.len() || rot_rows == 0 || (rot_rows != 1 && rot_rows != b) {
@@ -1116,24 +1110,29 @@ pub(crate) fn split_rope(
         cos: &[f32],
         sin: &[f32],
         rot_rows: usize,
+        qk_norm: Option<QkNorm>,
     ) -> [Vec<f32>; 3] {
         let half = d / 2;
         let width = (heads + 2 * kv_heads) * d;
         // One output block [t][d] per (batch row, head); `first` is the head's first column in
-        // the fused row, `rotate` whether it is q or k (v is copied).
-        let fill = |block: &mut [f32], bi: usize, first: usize, rotate: bool| {
+        // the fused row; `rotate` for q and k (v is copied), with the head's norm weights if any.
+        let fill = |block: &mut [f32], bi: usize, first: usize, rotate: Option<Option<&[f32]>>| {
             for (i, out) in block.chunks_exact_mut(d).enumerate() {
                 let x = &src[(bi * t + i) * width + first..][..d];
-                if !rotate {
-                    for (o, x) in out.iter_mut().zip(x) {
-                        *o = x.f();
+                for (o, x) in out.iter_mut().zip(x) {
+                    *o = x.f();
+                }
+                let Some(norm) = rotate else { continue };
+                if let (Some(w), Some(n)) = (norm, qk_norm) {
+                    let m = rms(out, n.eps);
+                    for (o, w) in out.iter_mut().zip(w) {
+                        *o = *o / m * w;
                     }
-                    continue;
                 }
                 let r = (bi % rot_rows) * t + i;
                 let (c, s) = (&cos[r * half..][..half], &sin[r * half..][..half]);
                 for j in 0..half {
-                    let (x1, x2) = (x[j].f(), x[j + half].f());
+                    let (x1, x2) = (out[j], out[j + half]);
                     out[j] = x1 * c[j] - x2 * s[j];
                     out[j + half] = x1 * s[j] + x2 * c[j];
                 }
@@ -1143,7 +1142,7 @@ pub(crate) fn split_rope(
         let mut k = vec![0f32; b * kv_heads * t * d];
         let mut v = vec![0f32; b * kv_heads * t * d];
         let parallel = b * t * width >= PARALLEL_MIN_ELEMS && rayon::current_num_threads() > 1;
-        let run = |out: &mut [f32], n: usize, first: usize, rotate: bool| {
+        let run = |out: &mut [f32], n: usize, first: usize, rotate: Option<Option<&[f32]>>| {
             let block = |(bh, block): (usize, &mut [f32])| {
                 fill(block, bh / n, first + (bh % n) * d, rotate)
             };
@@ -1152,16 +1151,16 @@ pub(crate) fn split_rope(
                 false => out.chunks_mut(t * d).enumerate().for_each(block),
             }
         };
-        run(&mut q, heads, 0, true);
-        run(&mut k, kv_heads, heads * d, true);
-        run(&mut v, kv_heads, (heads + kv_heads) * d, false);
+        run(&mut q, heads, 0, Some(qk_norm.map(|n| n.q)));
+        run(&mut k, kv_heads, heads * d, Some(qk_norm.map(|n| n.k)));
+        run(&mut v, kv_heads, (heads + kv_heads) * d, None);
         [q, k, v]
     }
     let shape = (b, t, heads, kv_heads, d);
     let [q, k, v] = with_data(
         qkv,
-        |x| Ok(inner(x, shape, cos, sin, rot_rows)),
-        |x| Ok(inner(x, shape, cos, sin, rot_rows)),
+        |x| Ok(inner(x, shape, cos, sin, rot_rows, qk_norm)),
+        |x| Ok(inner(x, shape, cos, sin, rot_rows, qk_norm)),
     )?;
     let kv_dims = (b, kv_heads, t, d);
     Ok((
@@ -1401,18 +1400,7 @@ pub(crate) fn add_rms_norm(
     let w = to_f32(w)?;
     let mut out = vec![0f32; sum.len()];
     let row = |(o, s): (&mut [f32], &[f32])| {
-        // 16 running sums of squares (vectorisable), added in a fixed order.
-        let mut acc = [0f32; 16];
-        let mut chunks = s.chunks_exact(16);
-        for c in &mut chunks {
-            for (a, v) in acc.iter_mut().zip(c) {
-                *a += v * v;
-            }
-        }
-        for (a, v) in acc.iter_mut().zip(chunks.remainder()) {
-            *a += v * v;
-        }
-        let m = (acc.iter().sum::<f32>() / h as f32 + eps).sqrt();
+        let m = rms(s, eps);
         for ((o, s), w) in o.iter_mut().zip(s).zip(&w) {
             *o = s / m * w;
         }
@@ -1930,7 +1918,7 @@ mod tests {
             let x = random(b * t * width, &mut rng);
             let (cos, sin) = (random(t * d / 2, &mut rng), random(t * d / 2, &mut rng));
             let qkv = Tensor::from_vec(x.clone(), (b, t, width), &Device::Cpu).unwrap();
-            let (q, k, v) = split_rope(&qkv, &cos, &sin, heads, kv, d).unwrap();
+            let (q, k, v) = split_rope(&qkv, &cos, &sin, heads, kv, d, None).unwrap();
             let k: Vec<f32> = k.flatten_all().unwrap().to_vec1().unwrap();
             let v: Vec<f32> = v.flatten_all().unwrap().to_vec1().unwrap();
             for bi in 0..b {

@@ -79,18 +79,18 @@ impl Proj {
         matches!(self, Proj::Packed { .. })
     }
 
-    /// Packed where a CPU kernel beats candle's matmul (see [`Packed::from_tensor`]); as it was
+    /// Packed where a CPU kernel beats candle's matmul (see [`Packed::from_tensor`]); as it is
     /// elsewhere.
-    fn pack(self) -> Result<Proj> {
-        let Proj::Dense(l) = &self else {
-            return Ok(self);
+    fn packed(&self) -> Result<Proj> {
+        let Proj::Dense(l) = self else {
+            return Ok(self.clone());
         };
         Ok(match Packed::from_tensor(l.weight())? {
             Some(w) => Proj::Packed {
                 w: Arc::new(w),
                 bias: l.bias().cloned(),
             },
-            None => self,
+            None => self.clone(),
         })
     }
 }
@@ -110,6 +110,14 @@ enum Parallel {
     Stacked { proj: Proj, sizes: Vec<usize> },
 }
 
+/// `(start, len)` of each part stacked along one axis.
+fn offsets(sizes: &[usize]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    sizes.iter().scan(0, |at, &n| {
+        *at += n;
+        Some((*at - n, n))
+    })
+}
+
 impl Parallel {
     /// Each projection's output.
     fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
@@ -117,56 +125,53 @@ impl Parallel {
             Parallel::Separate(parts) => parts.iter().map(|p| p.forward(x)).collect(),
             Parallel::Stacked { proj, sizes } => {
                 let all = proj.forward(x)?;
-                let mut at = 0;
-                sizes
-                    .iter()
-                    .map(|&n| {
-                        at += n;
-                        all.narrow(D::Minus1, at - n, n)
-                    })
+                offsets(sizes)
+                    .map(|(at, n)| all.narrow(D::Minus1, at, n))
                     .collect()
             }
         }
     }
 
-    /// One projection of the stacked weights (weights and biases concatenated).
-    fn stack(self) -> Result<Parallel> {
-        let Parallel::Separate(parts) = &self else {
-            return Ok(self);
+    /// One projection of the stacked weights (biases concatenated too), packed for the CPU
+    /// kernels straight from the parts where they apply (no stacked dense copy in between),
+    /// a dense concatenation elsewhere.
+    fn stacked(&self) -> Result<Parallel> {
+        let Parallel::Separate(parts) = self else {
+            return Ok(self.clone());
         };
         let sizes = parts
             .iter()
             .map(Proj::out_dim)
             .collect::<Result<Vec<_>>>()?;
-        let w = parts.iter().map(Proj::weight).collect::<Result<Vec<_>>>()?;
-        let w = Tensor::cat(&w, 0)?;
-        let b = match parts.iter().map(Proj::bias).collect::<Option<Vec<_>>>() {
+        let bias = match parts.iter().map(Proj::bias).collect::<Option<Vec<_>>>() {
             Some(b) => Some(Tensor::cat(&b, 0)?),
             None => None,
         };
-        Ok(Parallel::Stacked {
-            proj: Proj::Dense(Linear::new(w, b)),
-            sizes,
-        })
+        let w = parts.iter().map(Proj::weight).collect::<Result<Vec<_>>>()?;
+        let proj = match Packed::from_stacked(&w.iter().collect::<Vec<_>>())? {
+            Some(w) => Proj::Packed {
+                w: Arc::new(w),
+                bias,
+            },
+            None => Proj::Dense(Linear::new(Tensor::cat(&w, 0)?, bias)),
+        };
+        Ok(Parallel::Stacked { proj, sizes })
     }
 
     /// Each projection's weight and bias (views into stacked dense weights; packed ones read
     /// back out of the panels).
     fn weights(&self) -> Result<Vec<(Tensor, Option<Tensor>)>> {
         match self {
-            Parallel::Separate(parts) => Ok(parts
+            Parallel::Separate(parts) => parts
                 .iter()
                 .map(|p| Ok((p.weight()?, p.bias().cloned())))
-                .collect::<Result<_>>()?),
+                .collect(),
             Parallel::Stacked { proj, sizes } => {
                 let (w, b) = (proj.weight()?, proj.bias());
-                let mut at = 0;
-                sizes
-                    .iter()
-                    .map(|&n| {
-                        at += n;
-                        let b = b.map(|b| b.narrow(0, at - n, n)).transpose()?;
-                        Ok((w.narrow(0, at - n, n)?, b))
+                offsets(sizes)
+                    .map(|(at, n)| {
+                        let b = b.map(|b| b.narrow(0, at, n)).transpose()?;
+                        Ok((w.narrow(0, at, n)?, b))
                     })
                     .collect()
             }
@@ -339,16 +344,13 @@ impl Llama {
     pub fn fuse_projections(&mut self) -> Result<()> {
         for b in &mut self.blocks {
             let a = &mut b.attn;
-            a.qkv = pack_stacked(std::mem::replace(&mut a.qkv, Parallel::Separate(vec![])))?;
-            a.o = a.o.clone().pack()?;
+            a.qkv = a.qkv.stacked()?;
+            a.o = a.o.packed()?;
             let m = &mut b.mlp;
-            m.gate_up = pack_stacked(std::mem::replace(
-                &mut m.gate_up,
-                Parallel::Separate(vec![]),
-            ))?;
-            m.down = m.down.clone().pack()?;
+            m.gate_up = m.gate_up.stacked()?;
+            m.down = m.down.packed()?;
         }
-        self.lm_head = self.lm_head.clone().pack()?;
+        self.lm_head = self.lm_head.packed()?;
         if self.cfg.tie_word_embeddings && self.lm_head.is_packed() {
             self.embed = None;
         }
@@ -548,31 +550,6 @@ impl Llama {
     }
 }
 
-/// Stacks `p`, packed for the CPU kernels where they apply (straight from the parts: no
-/// stacked dense copy in between).
-fn pack_stacked(p: Parallel) -> Result<Parallel> {
-    if let Parallel::Separate(parts) = &p {
-        let weights = parts.iter().map(Proj::weight).collect::<Result<Vec<_>>>()?;
-        let refs: Vec<&Tensor> = weights.iter().collect();
-        if let Some(w) = Packed::from_stacked(&refs)? {
-            let sizes = parts
-                .iter()
-                .map(Proj::out_dim)
-                .collect::<Result<Vec<_>>>()?;
-            let bias = match parts.iter().map(Proj::bias).collect::<Option<Vec<_>>>() {
-                Some(b) => Some(Tensor::cat(&b, 0)?),
-                None => None,
-            };
-            let proj = Proj::Packed {
-                w: Arc::new(w),
-                bias,
-            };
-            return Ok(Parallel::Stacked { proj, sizes });
-        }
-    }
-    p.stack()
-}
-
 fn inv_freq(cfg: &ModelConfig, device: &Device) -> Result<Tensor> {
     let half = cfg.head_dim() / 2;
     let inv: Vec<f32> = (0..half)
@@ -688,15 +665,21 @@ impl Attention {
         let Parallel::Stacked { proj, .. } = &self.qkv else {
             candle_core::bail!("the CPU kernel path needs stacked q/k/v");
         };
-        let mut all = proj.forward_f32(x)?;
-        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
-            let dims = all.dims().to_vec();
-            let mut data = all.flatten_all()?.to_vec1::<f32>()?;
-            let f32s = |w: &Tensor| w.to_dtype(DType::F32)?.to_vec1::<f32>();
-            let shape = (self.heads, self.kv_heads, self.head_dim);
-            kernels::rms_norm_heads(&mut data, shape, &f32s(qn)?, &f32s(kn)?, self.eps);
-            all = Tensor::from_vec(data, dims, &Device::Cpu)?;
-        }
+        let all = proj.forward_f32(x)?;
+        let f32s = |w: &Option<Tensor>| -> Result<Option<Vec<f32>>> {
+            w.as_ref()
+                .map(|w| w.to_dtype(DType::F32)?.to_vec1::<f32>())
+                .transpose()
+        };
+        let (qn, kn) = (f32s(&self.q_norm)?, f32s(&self.k_norm)?);
+        let qk_norm = match (&qn, &kn) {
+            (Some(q), Some(k)) => Some(kernels::QkNorm {
+                q,
+                k,
+                eps: self.eps,
+            }),
+            _ => None,
+        };
         let (q, k, v) = kernels::split_rope(
             &all,
             &cpu.cos,
@@ -704,6 +687,7 @@ impl Attention {
             self.heads,
             self.kv_heads,
             self.head_dim,
+            qk_norm,
         )?;
         let (k, v) = match cache {
             Some(c) => c.extend(layer, k, v)?,
