@@ -354,18 +354,7 @@ fn serve(app: &mut App, engine: &mut replay::ReplayEngine) {
             params,
         } = cmd
         {
-            let ev = match engine.decode(user, &params) {
-                Ok(run) => EngineEvent::Decoded {
-                    generation,
-                    user,
-                    run: Box::new(run),
-                    auto: false,
-                },
-                Err(e) => EngineEvent::Failed {
-                    generation,
-                    message: e.to_string(),
-                },
-            };
+            let ev = EngineEvent::decoded(generation, user, engine.decode(user, &params));
             update(app, Action::Engine(ev));
         }
     }

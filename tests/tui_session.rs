@@ -33,18 +33,7 @@ fn serve(app: &mut App, engine: &mut replay::ReplayEngine) {
                 generation,
                 user,
                 params,
-            } => match engine.decode(user, &params) {
-                Ok(run) => EngineEvent::Decoded {
-                    generation,
-                    user,
-                    run: Box::new(run),
-                    auto: false,
-                },
-                Err(e) => EngineEvent::Failed {
-                    generation,
-                    message: e.to_string(),
-                },
-            },
+            } => EngineEvent::decoded(generation, user, engine.decode(user, &params)),
             other => panic!("unexpected command {other:?}"),
         };
         update(app, Action::Engine(ev));

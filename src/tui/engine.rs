@@ -195,15 +195,7 @@ fn serve(
             if !current(generation) {
                 return true;
             }
-            match engine.decode(user, &params) {
-                Ok(run) => EngineEvent::Decoded {
-                    generation,
-                    user,
-                    run: Box::new(run),
-                    auto: false,
-                },
-                Err(e) => failed(generation, e),
-            }
+            EngineEvent::decoded(generation, user, engine.decode(user, &params))
         }
         Command::Compare {
             generation,

@@ -187,6 +187,22 @@ pub enum EngineEvent {
 }
 
 impl EngineEvent {
+    /// The reply to one user's decode (not an auto-run's): the run, or the error as a message.
+    pub fn decoded(generation: u64, user: usize, result: crate::Result<UserRun>) -> EngineEvent {
+        match result {
+            Ok(run) => EngineEvent::Decoded {
+                generation,
+                user,
+                run: Box::new(run),
+                auto: false,
+            },
+            Err(e) => EngineEvent::Failed {
+                generation,
+                message: e.to_string(),
+            },
+        }
+    }
+
     /// The request a reply answers; `None` for background news, which is never stale.
     pub fn generation(&self) -> Option<u64> {
         match self {
