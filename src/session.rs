@@ -15,10 +15,11 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::decode::trace::MAX_LENGTH;
 use crate::decode::trace::{check_tokens, BeamView, DecodeTrace};
 use crate::decode::DecodeParams;
 use crate::eval::speed::UserSpeed;
-use crate::ids::{Vocab, ID_LEN};
+use crate::ids::Vocab;
 use crate::{Error, Result};
 
 /// The format version this build writes and the only one it reads.
@@ -98,9 +99,9 @@ impl UserView {
     pub fn validate(&self, vocab: usize) -> std::result::Result<(), String> {
         for (i, t) in self.truth.iter().enumerate() {
             let f = format!("truth[{i}].tokens");
-            if t.tokens.len() > ID_LEN {
+            if t.tokens.len() > MAX_LENGTH {
                 return Err(format!(
-                    "{f}: {} tokens, more than an identifier's {ID_LEN}",
+                    "{f}: {} tokens, more than a decoded sequence's {MAX_LENGTH}",
                     t.tokens.len()
                 ));
             }
@@ -111,8 +112,14 @@ impl UserView {
 }
 
 impl Baseline {
-    /// Checks the baseline's beams, passes and time for beam size `k` over `vocab` ids.
-    pub fn validate(&self, k: usize, vocab: usize) -> std::result::Result<(), String> {
+    /// Checks the baseline's beams, passes and time for beam size `k` over `vocab` ids, for
+    /// sequences of `length` tokens.
+    pub fn validate(
+        &self,
+        k: usize,
+        length: usize,
+        vocab: usize,
+    ) -> std::result::Result<(), String> {
         if self.beams.len() > k {
             return Err(format!(
                 "beams: {} beams, more than K = {k}",
@@ -120,13 +127,13 @@ impl Baseline {
             ));
         }
         for (i, b) in self.beams.iter().enumerate() {
-            b.validate(None, vocab)
+            b.validate(None, length, vocab)
                 .map_err(|e| format!("beams[{i}].{e}"))?;
         }
-        // Target-only beam search runs one pass per identifier token.
-        if self.target_passes > ID_LEN {
+        // Target-only beam search runs one pass per token at most.
+        if self.target_passes > length {
             return Err(format!(
-                "target_passes: {} is more than {ID_LEN} (one per identifier token)",
+                "target_passes: {} is more than {length} (one per token of the sequence)",
                 self.target_passes
             ));
         }
@@ -154,7 +161,7 @@ impl UserRun {
             .validate(vocab)
             .map_err(|e| format!("trace.{e}"))?;
         self.baseline
-            .validate(self.trace.params.k, vocab)
+            .validate(self.trace.params.k, self.trace.length, vocab)
             .map_err(|e| format!("baseline.{e}"))
     }
 
@@ -186,6 +193,16 @@ pub struct SessionHeader {
     /// instead of the whole vocabulary.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub token_names: Vec<(u32, String)>,
+    /// Identifier levels L (sessions written before identifiers had other lengths: 4).
+    #[serde(default = "lcrec_levels")]
+    pub levels: usize,
+    /// Tokens per decoded sequence: L plus the format's fixed tokens.
+    #[serde(default = "lcrec_levels")]
+    pub length: usize,
+}
+
+fn lcrec_levels() -> usize {
+    crate::ids::LCREC_LEVELS
 }
 
 /// One explored user.
@@ -338,6 +355,8 @@ mod tests {
                 "<a_1>".into(),
             ],
             token_names: Vec::new(),
+            levels: 4,
+            length: 4,
         });
         let params = DecodeParams {
             n: 2,
@@ -346,6 +365,7 @@ mod tests {
             ..Default::default()
         };
         let trace = DecodeTrace {
+            length: 4,
             params,
             wall_ms: 1.0,
             rounds: vec![],

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use crate::data::Dataset;
-use crate::ids::{Identifier, PrefixAutomaton, ID_LEN, SPECIALS};
+use crate::ids::{Identifier, PrefixAutomaton, SPECIALS};
 use crate::model::{Llm, ModelTokenizer, PromptStyle};
 use crate::{Error, Result};
 
@@ -132,6 +132,7 @@ impl TokenSpace {
             ident.map(|t| model_of[t as usize].expect("codes are mapped"))
         };
         let items: Vec<Identifier> = data.items.iter().map(map).collect();
+        let trie = PrefixAutomaton::trie(&items).map_err(|m| Error::data(&data.dir, m))?;
         // The prompt must carry each code as its own token. A tokenizer.json converted from a
         // slow SentencePiece tokenizer can split `<b_69>` into `<`, `b`, `_`, ... when the added
         // tokens sit under its normalizer: the ids would then not be the ones the model was
@@ -153,7 +154,7 @@ impl TokenSpace {
         }
         Ok(TokenSpace {
             style: llm.style,
-            trie: PrefixAutomaton::trie(&items),
+            trie,
             model_of,
             data_of,
             bos,
@@ -172,10 +173,10 @@ impl TokenSpace {
         };
         match self.style {
             PromptStyle::Compact => {
-                let mut out = Vec::with_capacity(history.len() * ID_LEN + 2);
+                let mut out = Vec::with_capacity(history.len() * data.levels + 2);
                 out.push(self.bos);
                 for &item in history {
-                    for &t in ident(item)? {
+                    for &t in ident(item)?.iter() {
                         out.push(self.model_of[t as usize].expect("codes are mapped"));
                     }
                 }
@@ -197,14 +198,14 @@ impl TokenSpace {
 
     /// The dataset identifier of a generated beam (model ids), if it is one.
     pub fn identifier(&self, tokens: &[u32]) -> Option<Identifier> {
-        if tokens.len() != ID_LEN {
+        if tokens.len() != self.trie.depth() {
             return None;
         }
-        let mut out = [0u32; ID_LEN];
-        for (o, t) in out.iter_mut().zip(tokens) {
-            *o = *self.data_of.get(t)?;
-        }
-        Some(out)
+        let codes: Option<Vec<u32>> = tokens
+            .iter()
+            .map(|t| self.data_of.get(t).copied())
+            .collect();
+        Identifier::new(&codes?)
     }
 
     /// A dataset identifier in the model's token ids.

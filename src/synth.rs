@@ -3,9 +3,10 @@
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use crate::ids::{Identifier, PrefixAutomaton, Vocab, ID_LEN};
+use crate::ids::{Identifier, PrefixAutomaton, Vocab, MAX_LEVELS};
 
-/// A random catalogue: `items` distinct identifiers drawn from `codes[l]` codes per level.
+/// A random catalogue: `items` distinct identifiers drawn from `codes[l]` codes per level (L =
+/// `codes.len()` levels, 1 to [`MAX_LEVELS`]).
 pub struct Catalogue {
     pub vocab: Vocab,
     pub items: Vec<Identifier>,
@@ -14,15 +15,23 @@ pub struct Catalogue {
     pub codes: Vec<Vec<String>>,
 }
 
-pub fn catalogue(codes: [usize; ID_LEN], items: usize, seed: u64) -> Catalogue {
+///
+/// # Panics
+/// If `codes` has no level, more than [`MAX_LEVELS`], or a level of no codes (test inputs).
+pub fn catalogue(codes: impl AsRef<[usize]>, items: usize, seed: u64) -> Catalogue {
+    let codes = codes.as_ref();
+    assert!(
+        (1..=MAX_LEVELS).contains(&codes.len()) && codes.iter().all(|&c| c > 0),
+        "a catalogue needs 1..={MAX_LEVELS} levels of at least one code"
+    );
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let capacity: usize = codes.iter().product();
+    let capacity: usize = codes.iter().fold(1usize, |a, &c| a.saturating_mul(c));
     let items = items.min(capacity);
     let mut seen = std::collections::HashSet::new();
     let mut strs = Vec::with_capacity(items);
     while strs.len() < items {
-        let c: [usize; ID_LEN] = std::array::from_fn(|l| rng.random_range(0..codes[l]));
-        if seen.insert(c) {
+        let c: Vec<usize> = codes.iter().map(|&n| rng.random_range(0..n)).collect();
+        if seen.insert(c.clone()) {
             strs.push(
                 c.iter()
                     .enumerate()
@@ -37,7 +46,7 @@ pub fn catalogue(codes: [usize; ID_LEN], items: usize, seed: u64) -> Catalogue {
         .iter()
         .map(|s| vocab.identifier(s).expect("in vocab"))
         .collect();
-    let trie = PrefixAutomaton::trie(ids.iter());
+    let trie = PrefixAutomaton::trie(ids.iter()).expect("items of one length");
     Catalogue {
         vocab,
         items: ids,

@@ -6,7 +6,8 @@ mod common;
 use atspeed::decode::tree::{ModelState, NodeId, Rows, Tree};
 use atspeed::decode::{beam_search, speculative, DecodeParams, Mode};
 use atspeed::decode::{compare_lists, ListMatch, ScoreTolerance};
-use atspeed::ids::ID_LEN;
+// The random catalogues here have LC-Rec's four levels.
+use atspeed::ids::LCREC_LEVELS as ID_LEN;
 use atspeed::synth;
 use common::*;
 use rand::{Rng, SeedableRng};

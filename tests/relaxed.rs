@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 
 use atspeed::decode::{sample_search, speculative, DecodeParams, Mode};
-use atspeed::ids::{Identifier, PrefixAutomaton, ID_LEN};
+use atspeed::ids::{Identifier, PrefixAutomaton, LCREC_LEVELS as ID_LEN};
 use atspeed::model::Llm;
 use atspeed::synth;
 use common::*;

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::ids::{Identifier, Vocab, ID_LEN};
+use crate::ids::{Identifier, Vocab};
 
 /// File name of the optional titles map.
 pub const TITLES_FILE: &str = "titles.json";
@@ -106,11 +106,20 @@ fn order_codes(path: &Path, map: HashMap<String, Vec<String>>) -> Result<Vec<Vec
 /// Loads the identifier index and builds the vocabulary over all of its code tokens.
 pub fn load_index(path: &Path) -> Result<Index> {
     let codes = order_codes(path, read_json_map(path)?)?;
-    for (id, c) in codes.iter().enumerate() {
-        if c.len() != ID_LEN {
+    // Every identifier has the index's number of levels: the first item's.
+    if let Some(first) = codes.first() {
+        if let Some((id, c)) = codes
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.len() != first.len())
+        {
             return Err(Error::data(
                 path,
-                format!("item {id} has {} tokens, expected {ID_LEN}", c.len()),
+                format!(
+                    "item {id} has {} tokens, expected {} as item 0 has: every identifier of an index has the same number of levels",
+                    c.len(),
+                    first.len()
+                ),
             ));
         }
     }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::ids::{Identifier, PrefixAutomaton, Vocab, BOS, ID_LEN, SEP};
+use crate::ids::{Identifier, PrefixAutomaton, Vocab, BOS, SEP};
 
 pub use index::TITLES_FILE;
 
@@ -44,7 +44,9 @@ pub struct Dataset {
     pub train: Vec<Vec<u32>>,
     pub valid: Vec<Vec<u32>>,
     pub test: Vec<Vec<u32>>,
-    /// Prefix trie over all items' identifiers: the decoding constraint.
+    /// Tokens per identifier (L): 1 to [`crate::ids::MAX_LEVELS`], the same for every item.
+    pub levels: usize,
+    /// Prefix trie over all items' identifiers: the decoding constraint of the compact prompt.
     pub trie: PrefixAutomaton,
     /// Identifiers shared by more than one item, sorted by identifier.
     pub collisions: Vec<(Identifier, Vec<u32>)>,
@@ -85,8 +87,11 @@ pub struct DatasetSummary {
     /// Users with at least one test item: the evaluation set.
     pub test_users: usize,
     pub vocab_size: usize,
+    /// Tokens per identifier (L, the index's number of levels).
+    #[serde(default = "lcrec_levels")]
+    pub levels: usize,
     /// Distinct code tokens per identifier level.
-    pub tokens_per_level: [usize; ID_LEN],
+    pub tokens_per_level: Vec<usize>,
     /// Identifiers shared by more than one item.
     pub collision_identifiers: usize,
     /// Items whose identifier is shared.
@@ -103,6 +108,7 @@ impl Dataset {
         let by_identifier = group_by_identifier(&items);
         let collisions = find_collisions(&by_identifier);
         let name = folder_name(dir);
+        let trie = PrefixAutomaton::trie(&items).map_err(|m| Error::data(&index_path, m))?;
         if !collisions.is_empty() {
             log::info!(
                 "{name}: {} identifiers are shared by {} items; a generated one maps to all of them",
@@ -114,7 +120,8 @@ impl Dataset {
             name,
             dir: dir.to_path_buf(),
             vocab,
-            trie: PrefixAutomaton::trie(&items),
+            levels: trie.depth(),
+            trie,
             items,
             titles,
             train,
@@ -200,7 +207,7 @@ impl Dataset {
     /// # Panics
     /// If a history item is not a 0-based item id of this dataset.
     pub fn prompt(&self, history: &[u32]) -> Vec<u32> {
-        let mut out = Vec::with_capacity(history.len() * ID_LEN + 2);
+        let mut out = Vec::with_capacity(history.len() * self.levels + 2);
         out.push(BOS);
         for &item in history {
             out.extend_from_slice(&self.items[item as usize]);
@@ -212,10 +219,9 @@ impl Dataset {
     /// Size figures: users, items, interactions per split, sample counts, vocabulary, collisions.
     pub fn summary(&self) -> DatasetSummary {
         let total = |split: &[Vec<u32>]| split.iter().map(Vec::len).sum::<usize>();
-        let mut tokens_per_level = [0; ID_LEN];
-        for (l, count) in tokens_per_level.iter_mut().enumerate() {
-            *count = self.vocab.level_tokens(l).len();
-        }
+        let tokens_per_level = (0..self.levels)
+            .map(|l| self.vocab.level_tokens(l).len())
+            .collect();
         DatasetSummary {
             name: self.name.clone(),
             users: self.num_users(),
@@ -229,6 +235,7 @@ impl Dataset {
             valid_samples: self.valid_samples(DEFAULT_HISTORY).len(),
             test_users: self.test.iter().filter(|s| !s.is_empty()).count(),
             vocab_size: self.vocab.len(),
+            levels: self.levels,
             tokens_per_level,
             collision_identifiers: self.collisions.len(),
             collision_items: self.collisions.iter().map(|(_, v)| v.len()).sum(),
@@ -307,6 +314,11 @@ impl fmt::Display for DatasetSummary {
         writeln!(f, "  test users     {}", self.test_users)?;
         writeln!(
             f,
+            "  identifiers    {} tokens each (one per level)",
+            self.levels
+        )?;
+        writeln!(
+            f,
             "  vocabulary     {} tokens ({} specials; per level: {})",
             self.vocab_size,
             crate::ids::SPECIALS.len(),
@@ -369,6 +381,10 @@ fn folder_name(dir: &Path) -> String {
 /// The last `h` elements of `seq`.
 fn last(seq: &[u32], h: usize) -> &[u32] {
     &seq[seq.len().saturating_sub(h)..]
+}
+
+fn lcrec_levels() -> usize {
+    crate::ids::LCREC_LEVELS
 }
 
 /// 1-based uid of user index `u`.

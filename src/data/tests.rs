@@ -79,7 +79,7 @@ fn collisions_map_to_all_items() {
     assert_eq!(ds.collisions, vec![(ds.items[3], vec![3, 4])]);
     assert_eq!(ds.items_of(&ds.items[4]), &[3, 4]);
     assert_eq!(ds.items_of(&ds.items[0]), &[0]);
-    assert!(ds.items_of(&[0, 0, 0, 0]).is_empty());
+    assert!(ds.items_of(&Identifier::from([0, 0, 0, 0])).is_empty());
 }
 
 #[test]
@@ -220,13 +220,47 @@ fn rejects_bad_index() {
         err.contains("toy.LCRec-1e-3lr.json") && err.contains("item 1 missing"),
         "{err}"
     );
-    let bad_token = INDEX.replace("<d_3>", "<e_3>");
+    // A level's tokens are any strings (`<e_3>` at level 4 is fine), but not whitespace.
+    let renamed = INDEX.replace("<d_3>", "<e_3>");
+    let dir = with("toy.LCRec-1e-3lr.json", Some(&renamed));
+    assert_eq!(Dataset::load(dir.path()).unwrap().levels, 4);
+    let bad_token = INDEX.replace("<d_3>", "<d 3>");
     let dir = with("toy.LCRec-1e-3lr.json", Some(&bad_token));
     let err = load_err(dir.path());
     assert!(
-        err.contains("toy.LCRec-1e-3lr.json") && err.contains("<e_3>"),
+        err.contains("toy.LCRec-1e-3lr.json") && err.contains("<d 3>"),
         "{err}"
     );
+    // Identifiers of different lengths: the error names both.
+    let uneven = INDEX.replace(
+        r#""<a_2>", "<b_1>", "<c_2>", "<d_3>""#,
+        r#""<a_2>", "<b_1>", "<c_2>""#,
+    );
+    let dir = with("toy.LCRec-1e-3lr.json", Some(&uneven));
+    let err = load_err(dir.path());
+    assert!(
+        err.contains("item 2 has 3 tokens, expected 4 as item 0 has"),
+        "{err}"
+    );
+}
+
+#[test]
+fn three_level_index_loads() {
+    let three = r#"{
+ "0": ["<a_1>", "<b_1>", "<c_1>"],
+ "1": ["<a_1>", "<b_2>", "<c_1>"],
+ "2": ["<a_2>", "<b_1>", "<c_2>"],
+ "3": ["<a_3>", "<b_1>", "<c_1>"],
+ "4": ["<a_3>", "<b_1>", "<c_1>"]
+}"#;
+    let dir = with("toy.LCRec-1e-3lr.json", Some(three));
+    let ds = Dataset::load(dir.path()).unwrap();
+    assert_eq!(ds.levels, 3);
+    assert_eq!(ds.trie.depth(), 3);
+    assert_eq!(ds.items[2].len(), 3);
+    assert_eq!(ds.summary().tokens_per_level, [3, 2, 2]);
+    assert_eq!(ds.prompt(&[0]).len(), 3 + 2);
+    assert_eq!(ds.collisions.len(), 1);
 }
 
 #[test]

@@ -12,7 +12,7 @@ use rand::Rng;
 use super::select::{extensions, sample_k, top_k, Beam};
 use super::trace::BeamView;
 use super::tree::{ModelState, NodeId, Rows, Tree};
-use crate::ids::{PrefixAutomaton, ID_LEN};
+use crate::ids::PrefixAutomaton;
 use crate::model::Llm;
 use crate::{Error, Result};
 
@@ -102,14 +102,50 @@ fn search<R: Rng>(
         score: 0.0,
     }];
     let mut passes = 0;
-    for step in 0..ID_LEN {
-        let nodes: Vec<NodeId> = beams.iter().map(|b| b.node).collect();
-        let fed = state.missing(&tree, &nodes);
-        let (logp, _) = state.feed(target, &tree, &fed, &nodes)?;
+    let depth = auto.depth();
+    let mut d = 0;
+    while d < depth {
+        // The beams' pending tokens, then the forced tokens that follow them (a format's fixed
+        // tokens): one pass scores the forced steps too, so they never cost a pass of their own.
+        // The last depth's token is never fed (nothing reads its row).
+        let mut chain = vec![beams.clone()];
+        while d + 1 < depth && auto.is_forced(d + 1) {
+            let last = chain.last().expect("chain starts with the beams");
+            let next: Vec<Beam> = last
+                .iter()
+                .map(|b| {
+                    let &(token, state) = auto
+                        .children(tree.node(b.node).state)
+                        .first()
+                        .expect("a forced depth allows one token");
+                    Beam {
+                        node: tree.push(b.node, token, state),
+                        score: b.score,
+                    }
+                })
+                .collect();
+            chain.push(next);
+            d += 1;
+        }
+        let want: Vec<NodeId> = chain.iter().flatten().map(|b| b.node).collect();
+        let fed = state.missing(&tree, &want);
+        let (logp, _) = state.feed(target, &tree, &fed, &want)?;
         passes += 1;
         let rows = Rows::from_tensor(&logp)?;
+        // Forced steps: each beam's score gains its one token's log-probability.
+        let mut row = 0;
+        for w in 1..chain.len() {
+            for i in 0..chain[w].len() {
+                let parent = chain[w - 1][i];
+                let token = tree.node(chain[w][i].node).token;
+                chain[w][i].score = parent.score + rows.row(row + i)[token as usize];
+            }
+            row += chain[w - 1].len();
+        }
+        beams = chain.pop().expect("chain starts with the beams");
+        let nodes: Vec<NodeId> = beams.iter().map(|b| b.node).collect();
         let paths: Vec<Vec<u32>> = nodes.iter().map(|&n| tree.path(n)).collect();
-        let cands = extensions(&tree, auto, &beams, |i| rows.row(i));
+        let cands = extensions(&tree, auto, &beams, |i| rows.row(row + i));
         let chosen = match rng.as_deref_mut() {
             Some(r) => sample_k(cands, k, &paths, r),
             None => top_k(cands, k, &paths),
@@ -127,8 +163,9 @@ fn search<R: Rng>(
                 score: c.score,
             })
             .collect();
+        d += 1;
         // The last step's beams are final: nothing reads the cache again.
-        if step + 1 < ID_LEN {
+        if d < depth {
             let nodes: Vec<NodeId> = beams.iter().map(|b| b.node).collect();
             state.retain_ancestors_of(&tree, &nodes)?;
         }

@@ -3,6 +3,8 @@
 //! Strict mode keeps the draft's N best extensions per depth (optionally fewer, while they hold
 //! `draft_mass` of its probability, see [`DecodeParams::draft_mass`]); relaxed mode samples N
 //! without replacement, since its verification compares probabilities of sampled proposals.
+//! A forced depth (one allowed token after every prefix, a format's fixed token) costs no draft
+//! pass: every parent gets its one child, which verification then accepts.
 
 use std::time::Instant;
 
@@ -31,12 +33,39 @@ pub(super) struct Drafted {
     pub rank: Option<usize>,
 }
 
+/// The drafted levels of a round that starts at depth `start` (tokens already fixed), as their
+/// forced flags: from `start + 1` on, every forced depth is taken for free and up to `gamma`
+/// free depths are drafted, stopping before the sequence's last depth, which the target always
+/// takes itself (its bonus or correction step). `forced` is the constraint's flag per depth
+/// ([`PrefixAutomaton::forced`]). The same rule sizes rounds for the bench's ceiling.
+pub fn drafted_levels(forced: &[bool], gamma: usize, start: usize) -> Vec<bool> {
+    let mut levels = Vec::new();
+    let mut free = 0;
+    for &f in forced
+        .iter()
+        .take(forced.len().saturating_sub(1))
+        .skip(start)
+    {
+        if f {
+            levels.push(true);
+        } else if free < gamma {
+            free += 1;
+            levels.push(false);
+        } else {
+            break;
+        }
+    }
+    levels
+}
+
 /// What the draft produced: nodes per depth, and its log-prob rows at each depth's parents.
 pub(super) struct DraftOut {
     pub levels: Vec<Vec<Drafted>>,
+    /// Whether each level is forced (drafted without a pass).
+    pub forced: Vec<bool>,
     /// rows[d] holds the draft's log-probs at the parents expanded at depth d + 1: the verified
-    /// beams for d = 0, the drafted beams of level d - 1 after that.
-    pub rows: Vec<Rows>,
+    /// beams for d = 0, the drafted beams of level d - 1 after that. `None` at a forced level.
+    pub rows: Vec<Option<Rows>>,
     /// Milliseconds in the draft's model passes, and in the host-side search.
     pub pass_ms: f64,
     pub select_ms: f64,
@@ -49,9 +78,10 @@ impl DraftOut {
     }
 }
 
-/// Runs the draft for `g` steps from `beams`. Scores start from the verified beams' target
-/// scores, so at depth 1 the draft ranks exactly what the target ranks, up to the difference
-/// between the two models' next-token distributions.
+/// Runs the draft over `levels` (forced flags, see [`drafted_levels`]) from `beams`. Scores
+/// start from the verified beams' target scores, so at depth 1 the draft ranks exactly what the
+/// target ranks, up to the difference between the two models' next-token distributions. A
+/// forced token adds nothing to a draft score (it is the only choice).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn draft<R: Rng>(
     model: &Llm,
@@ -60,18 +90,48 @@ pub(super) fn draft<R: Rng>(
     auto: &PrefixAutomaton,
     params: &DecodeParams,
     beams: &[Beam],
-    g: usize,
+    levels: &[bool],
     rng: &mut R,
 ) -> Result<DraftOut> {
     let mut out = DraftOut {
         levels: Vec::new(),
+        forced: levels.to_vec(),
         rows: Vec::new(),
         pass_ms: 0.0,
         select_ms: 0.0,
     };
     let mut parents: Vec<Beam> = beams.to_vec();
     let mut parent_root: Vec<usize> = (0..beams.len()).collect();
-    for d in 0..g {
+    let strict = params.mode == Mode::Strict;
+    for (d, &forced) in levels.iter().enumerate() {
+        if forced {
+            let level: Vec<Drafted> = parents
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| {
+                    let &(token, state) = auto.children(tree.node(p.node).state).first()?;
+                    Some(Drafted {
+                        rank: strict.then_some(i + 1),
+                        node: tree.push(p.node, token, state),
+                        parent: (d > 0).then_some(i),
+                        root: parent_root[i],
+                        logq: 0.0,
+                        draft_score: p.score,
+                    })
+                })
+                .collect();
+            parents = level
+                .iter()
+                .map(|l| Beam {
+                    node: l.node,
+                    score: l.draft_score,
+                })
+                .collect();
+            parent_root = level.iter().map(|l| l.root).collect();
+            out.levels.push(level);
+            out.rows.push(None);
+            continue;
+        }
         let nodes: Vec<NodeId> = parents.iter().map(|b| b.node).collect();
         let fed = state.missing(tree, &nodes);
         let t = Instant::now();
@@ -85,7 +145,6 @@ pub(super) fn draft<R: Rng>(
             Mode::Strict => strict_width(cands, params, &paths),
             Mode::Relaxed => sample_k(cands, params.n, &paths, rng),
         };
-        let strict = params.mode == Mode::Strict;
         let level: Vec<Drafted> = chosen
             .iter()
             .enumerate()
@@ -108,7 +167,7 @@ pub(super) fn draft<R: Rng>(
         parent_root = level.iter().map(|l| l.root).collect();
         out.select_ms += ms(t_select);
         out.levels.push(level);
-        out.rows.push(rows);
+        out.rows.push(Some(rows));
     }
     Ok(out)
 }

@@ -18,6 +18,7 @@ pub mod tree;
 mod verify;
 
 pub use beam::{beam_search, sample_search, BeamOutcome};
+pub use draft::drafted_levels;
 pub use params::{DecodeParams, Mode};
 pub use ranking::{
     beam_order, compare_lists, sort_views, ListComparison, ListMatch, ScoreTolerance,

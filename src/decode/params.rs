@@ -4,7 +4,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::ID_LEN;
 use crate::{Error, Result};
 
 /// How drafted steps are verified.
@@ -122,13 +121,18 @@ impl DecodeParams {
         }
         // Deeper than L - 1 drafts the same as L - 1 (the target always takes the last step);
         // the cap only keeps absurd values out.
-        if self.gamma == 0 || self.gamma > MAX_WIDTH {
+        if self.gamma == 0 {
+            return Err(Error::invalid(
+                "gamma",
+                "gamma = 0 drafted steps per round: must be at least 1 (a round uses at most L - 1: the target always takes an identifier's last token)",
+            ));
+        }
+        if self.gamma > MAX_WIDTH {
             return Err(Error::invalid(
                 "gamma",
                 format!(
-                    "gamma = {} drafted steps per round: must be at least 1 (at most {} are used: an identifier has {ID_LEN} tokens)",
-                    self.gamma,
-                    ID_LEN - 1
+                    "gamma = {} is more than {MAX_WIDTH} drafted steps per round (a round uses at most L - 1 of them, 3 for 4-token identifiers)",
+                    self.gamma
                 ),
             ));
         }

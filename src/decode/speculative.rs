@@ -1,7 +1,8 @@
 //! The speculative round loop.
 //!
-//! A round: the draft runs beam search of width N for g = min(gamma, remaining - 1) steps from
-//! the verified beams ([`super::draft`]); the target scores the verified beams' pending tokens
+//! A round: the draft runs beam search of width N for up to gamma steps from the verified beams,
+//! stopping before the last depth and taking forced depths (a format's fixed tokens) for free
+//! ([`super::draft::drafted_levels`]); the target scores the verified beams' pending tokens
 //! and every drafted token in one tree-masked pass (on the first round that pass also prefills
 //! the prompt); the verifier ([`super::verify`]) walks the depths, accepting while the drafted
 //! beams cover what the target would have chosen, and the target's own step at the first
@@ -15,7 +16,7 @@ use std::time::Instant;
 
 use rand::Rng;
 
-use super::draft::{draft, ms, DraftOut, Drafted};
+use super::draft::{draft, drafted_levels, ms, DraftOut, Drafted};
 use super::params::{DecodeParams, Mode};
 use super::ranking::sort_views;
 use super::select::Beam;
@@ -24,7 +25,7 @@ use super::trace::{
 };
 use super::tree::{ModelState, NodeId, Rows, Tree};
 use super::verify::{self, Scored, Verified};
-use crate::ids::{PrefixAutomaton, ID_LEN};
+use crate::ids::PrefixAutomaton;
 use crate::model::Llm;
 use crate::{Error, Result};
 
@@ -77,7 +78,7 @@ pub fn speculative<R: Rng>(
     }];
     let mut depth = 0;
     let mut rounds = Vec::new();
-    while depth < ID_LEN {
+    while depth < auto.depth() {
         let (trace, next) = run.round(rounds.len(), depth, &beams)?;
         depth = trace.target_step.depth;
         rounds.push(trace);
@@ -93,6 +94,7 @@ pub fn speculative<R: Rng>(
     sort_views(&mut finals);
     Ok(DecodeTrace {
         params: *params,
+        length: auto.depth(),
         rounds,
         beams: finals,
         wall_ms: ms(start),
@@ -118,7 +120,7 @@ impl<R: Rng> Run<'_, R> {
         beams: &[Beam],
     ) -> Result<(RoundTrace, Vec<Beam>)> {
         let start = Instant::now();
-        let g = self.params.gamma.min(ID_LEN - depth - 1);
+        let levels = drafted_levels(self.auto.forced(), self.params.gamma, depth);
         let draft = draft(
             self.draft,
             &mut self.ds,
@@ -126,7 +128,7 @@ impl<R: Rng> Run<'_, R> {
             self.auto,
             &self.params,
             beams,
-            g,
+            &levels,
             self.rng,
         )?;
         let flat_nodes: Vec<NodeId> = draft.flat().map(|d| d.node).collect();
@@ -159,7 +161,7 @@ impl<R: Rng> Run<'_, R> {
         let select_ms = draft.select_ms + ms(t_select);
         // Compact both caches to the surviving beams, unless these beams are final.
         let t_cache = Instant::now();
-        if depth + verified.accepted + 1 < ID_LEN {
+        if depth + verified.accepted + 1 < self.auto.depth() {
             let new_nodes: Vec<NodeId> = verified.beams.iter().map(|b| b.node).collect();
             self.ts.retain_ancestors_of(&self.tree, &new_nodes)?;
             self.ds.retain_ancestors_of(&self.tree, &new_nodes)?;
@@ -188,7 +190,7 @@ impl<R: Rng> Run<'_, R> {
         let trace = RoundTrace {
             times,
             target_passes: 1,
-            draft_passes: g,
+            draft_passes: levels.iter().filter(|&&f| !f).count(),
             ..trace
         };
         Ok((trace, verified.beams))
@@ -304,6 +306,11 @@ impl<R: Rng> Run<'_, R> {
                 })
                 .collect(),
             drafted: draft.levels.len(),
+            forced: if draft.forced.iter().any(|&f| f) {
+                draft.forced.clone()
+            } else {
+                Vec::new()
+            },
             nodes,
             tree,
             accepted: v.accepted,
@@ -311,7 +318,7 @@ impl<R: Rng> Run<'_, R> {
             target_step,
             times: PhaseTimes::default(),
             target_passes: 1,
-            draft_passes: draft.levels.len(),
+            draft_passes: draft.forced.iter().filter(|&&f| !f).count(),
         }
     }
 }

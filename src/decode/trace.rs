@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 pub use super::params::{DecodeParams, Mode};
-use crate::ids::ID_LEN;
+use crate::ids::LCREC_LEVELS;
 
 /// What verification decided about one drafted token. A *token* is kept or not; a *depth* is
 /// accepted or rejected (see [`DepthCheck`]): a drafted beam can be kept at a depth that was
@@ -173,6 +173,9 @@ pub struct DepthCheck {
     /// Relaxed, at the depth that ended the round: the residual the missing beams came from.
     #[serde(default)]
     pub residual: Option<Residual>,
+    /// A forced depth (one allowed token after every prefix): accepted without a test.
+    #[serde(default)]
+    pub forced: bool,
 }
 
 /// How the step the target contributes at the end of a round came about.
@@ -192,7 +195,7 @@ pub enum TargetStepKind {
 /// The step the target itself contributed at the end of the round.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TargetStep {
-    /// Identifier depth (1..=L) of the beams below.
+    /// Depth (1..=the decode's length) of the beams below.
     pub depth: usize,
     pub kind: TargetStepKind,
     pub beams: Vec<BeamView>,
@@ -280,20 +283,27 @@ pub struct RoundTrace {
     pub start_depth: usize,
     /// The verified beams the round started from.
     pub roots: Vec<BeamView>,
-    /// Drafted steps: g = min(gamma, L - 1 - start_depth), since the target always takes the
-    /// identifier's last token itself (a round starting at depth 2 drafts one step).
+    /// Drafted levels: up to gamma free depths plus the forced depths among them, stopping before
+    /// the sequence's last depth, which the target always takes itself (a round starting at
+    /// depth 2 of a 4-token identifier drafts one step); see [`crate::decode::drafted_levels`].
     pub drafted: usize,
+    /// Per drafted level, whether it was forced (a format's fixed token: drafted without a
+    /// pass, accepted without a test). Empty when none was, as in every trace written before
+    /// forced depths existed.
+    #[serde(default)]
+    pub forced: Vec<bool>,
     /// Drafted tokens, depth-major, in the order the tree was flattened.
     pub nodes: Vec<DraftNode>,
     pub tree: TreeLayout,
-    /// Drafted steps accepted (0..=drafted).
+    /// Drafted levels accepted (0..=drafted), forced ones included: the round ends at depth
+    /// `start_depth + accepted + 1`. AS counts only the free ones ([`RoundTrace::accepted_steps`]).
     pub accepted: usize,
     /// What the verifier found at each depth it examined, in order (1..=examined).
     #[serde(default)]
     pub checks: Vec<DepthCheck>,
     pub target_step: TargetStep,
     pub times: PhaseTimes,
-    /// Forward passes this round: target (always 1) and draft (one per drafted step).
+    /// Forward passes this round: target (always 1) and draft (one per drafted free step).
     pub target_passes: usize,
     pub draft_passes: usize,
 }
@@ -304,6 +314,10 @@ pub struct DecodeTrace {
     /// The parameters it was decoded with (stored flat: `mode`, `n`, `k`, `gamma`, ...).
     #[serde(flatten)]
     pub params: DecodeParams,
+    /// Tokens per decoded sequence: the identifier's L codes plus its format's fixed tokens.
+    /// Traces written before identifiers had other lengths read back as LC-Rec's 4.
+    #[serde(default = "lcrec_levels")]
+    pub length: usize,
     pub rounds: Vec<RoundTrace>,
     /// Final K beams, best first.
     pub beams: Vec<BeamView>,
@@ -312,6 +326,14 @@ pub struct DecodeTrace {
     #[serde(default)]
     pub wall_ms: f64,
 }
+
+fn lcrec_levels() -> usize {
+    LCREC_LEVELS
+}
+
+/// Longest decoded sequence a trace may describe: the most levels an identifier has, plus room
+/// for its format's fixed tokens.
+pub const MAX_LENGTH: usize = 4 * crate::ids::MAX_LEVELS;
 
 /// Probabilities may exceed 1 by float rounding (`exp` of a log-softmax); beyond this they are
 /// corrupt.
@@ -367,9 +389,10 @@ fn check_ms(field: &str, x: f64) -> Result<(), String> {
 }
 
 impl BeamView {
-    /// Checks the beam holds at most `max_len` (exactly `len`, when given) tokens of a vocabulary
-    /// of `vocab` ids and a score. Errors name the field within the beam (`tokens[2]: ...`).
-    pub fn validate(&self, len: Option<usize>, vocab: usize) -> Result<(), String> {
+    /// Checks the beam holds exactly `len` tokens (at most `max_len` when `len` is `None`) of a
+    /// vocabulary of `vocab` ids and a score. Errors name the field within the beam
+    /// (`tokens[2]: ...`).
+    pub fn validate(&self, len: Option<usize>, max_len: usize, vocab: usize) -> Result<(), String> {
         match len {
             Some(l) if self.tokens.len() != l => {
                 return Err(at(
@@ -377,7 +400,7 @@ impl BeamView {
                     format!("{} tokens where {l} were expected", self.tokens.len()),
                 ))
             }
-            _ => check_count("tokens", self.tokens.len(), ID_LEN, "tokens per identifier")?,
+            _ => check_count("tokens", self.tokens.len(), max_len, "tokens per sequence")?,
         }
         check_tokens(&self.tokens, vocab)?;
         check_score("score", self.score)
@@ -403,11 +426,12 @@ fn check_beams(
     beams: &[BeamView],
     max: usize,
     len: Option<usize>,
+    max_len: usize,
     vocab: usize,
 ) -> Result<(), String> {
     check_count(field, beams.len(), max, "beams: K")?;
     for (i, b) in beams.iter().enumerate() {
-        b.validate(len, vocab)
+        b.validate(len, max_len, vocab)
             .map_err(|e| format!("{field}[{i}].{e}"))?;
     }
     Ok(())
@@ -416,7 +440,8 @@ fn check_beams(
 impl RoundTrace {
     /// Checks every index and count of the round against the round itself and the decode it is
     /// part of: it is round `index`, starting at depth `start` (where the previous round's target
-    /// step ended), decoded with `params` over a vocabulary of `vocab` ids. The explorer indexes
+    /// step ended) of sequences of `length` tokens, decoded with `params` over a vocabulary of
+    /// `vocab` ids. The explorer indexes
     /// by these values, so a file that passes cannot make it panic or allocate by a count.
     ///
     /// Errors name the field relative to the round, e.g. `nodes[7].parent: 99 is out of range
@@ -426,6 +451,7 @@ impl RoundTrace {
         &self,
         index: usize,
         start: usize,
+        length: usize,
         params: &DecodeParams,
         vocab: usize,
     ) -> Result<(), String> {
@@ -445,18 +471,34 @@ impl RoundTrace {
             ));
         }
         // Every round leaves the target at least the last step.
-        let room = (ID_LEN - 1).saturating_sub(start).min(params.gamma);
+        let room = (length - 1).saturating_sub(start);
         check_count(
             "drafted",
             self.drafted,
             room,
-            "gamma, and the identifier's remaining depth",
+            "the sequence's remaining depth",
+        )?;
+        if !self.forced.is_empty() && self.forced.len() != self.drafted {
+            return Err(at(
+                "forced",
+                format!(
+                    "{} flags for {} drafted levels",
+                    self.forced.len(),
+                    self.drafted
+                ),
+            ));
+        }
+        check_count(
+            "drafted",
+            self.drafted - self.forced.iter().filter(|&&f| f).count(),
+            params.gamma,
+            "gamma free levels",
         )?;
         check_count("accepted", self.accepted, self.drafted, "drafted")?;
         // Strict verification starts from the verified beams: at most K of them (one, empty,
         // on the first round).
         let roots = params.k.max(1);
-        check_beams("roots", &self.roots, roots, Some(start), vocab)?;
+        check_beams("roots", &self.roots, roots, Some(start), length, vocab)?;
         // At most N drafted beams per depth.
         let max_nodes = self.drafted.saturating_mul(params.n);
         check_count("nodes", self.nodes.len(), max_nodes, "N per drafted depth")?;
@@ -549,7 +591,14 @@ impl RoundTrace {
                 ),
             ));
         }
-        check_beams("target_step.beams", &ts.beams, params.k, Some(depth), vocab)?;
+        check_beams(
+            "target_step.beams",
+            &ts.beams,
+            params.k,
+            Some(depth),
+            length,
+            vocab,
+        )?;
         check_count(
             "target_step.drafted_node",
             ts.drafted_node.len(),
@@ -577,15 +626,41 @@ impl RoundTrace {
         ] {
             check_ms(field, x)?;
         }
-        // One target pass per round; a draft pass per drafted step.
+        // One target pass per round; a draft pass per drafted free step.
         check_count("target_passes", self.target_passes, 1, "one per round")?;
         check_count(
             "draft_passes",
             self.draft_passes,
-            ID_LEN - 1,
+            self.drafted,
             "one per drafted step",
         )?;
         Ok(())
+    }
+
+    /// Whether drafted level `level` (1-based within the round) was forced.
+    pub fn is_forced(&self, level: usize) -> bool {
+        level >= 1 && self.forced.get(level - 1).copied().unwrap_or(false)
+    }
+
+    /// The drafted steps the paper's metrics count (the free levels, forced ones skipped), in
+    /// order: (level, 1-based within the round; examined; accepted).
+    pub fn steps(&self) -> impl Iterator<Item = (usize, bool, bool)> + '_ {
+        let examined = self.examined();
+        (1..=self.drafted)
+            .filter(|&l| !self.is_forced(l))
+            .map(move |l| (l, l <= examined, l <= self.accepted))
+    }
+
+    /// Drafted free steps accepted this round (its part of AS).
+    pub fn accepted_steps(&self) -> usize {
+        self.steps().filter(|s| s.2).count()
+    }
+
+    /// The step index (1-based, among free levels) of drafted level `level`; `None` if forced.
+    pub fn step_of_level(&self, level: usize) -> Option<usize> {
+        (!self.is_forced(level))
+            .then(|| (1..=level).filter(|&l| !self.is_forced(l)).count())
+            .filter(|&s| s >= 1)
     }
 
     /// Drafted depths the verifier examined: every accepted one, plus the one that failed.
@@ -607,30 +682,47 @@ impl DecodeTrace {
             crate::Error::Invalid { what, msg } => at(what, msg),
             e => e.to_string(),
         })?;
+        if self.length == 0 || self.length > MAX_LENGTH {
+            return Err(at(
+                "length",
+                format!(
+                    "{} is not a sequence length in 1..={MAX_LENGTH}",
+                    self.length
+                ),
+            ));
+        }
         check_count(
             "rounds",
             self.rounds.len(),
-            ID_LEN,
+            self.length,
             "one step at least per round",
         )?;
         let mut depth = 0;
         for (i, r) in self.rounds.iter().enumerate() {
-            r.validate(i, depth, &self.params, vocab)
+            r.validate(i, depth, self.length, &self.params, vocab)
                 .map_err(|e| format!("rounds[{i}].{e}"))?;
             depth = r.target_step.depth;
         }
-        if !self.rounds.is_empty() && depth != ID_LEN {
+        if !self.rounds.is_empty() && depth != self.length {
             return Err(at(
                 "rounds",
-                format!("the decode stops at depth {depth}, not {ID_LEN}"),
+                format!("the decode stops at depth {depth}, not {}", self.length),
             ));
         }
-        check_beams("beams", &self.beams, self.params.k, None, vocab)?;
+        check_beams(
+            "beams",
+            &self.beams,
+            self.params.k,
+            None,
+            self.length,
+            vocab,
+        )?;
         check_ms("wall_ms", self.wall_ms)
     }
 
+    /// AS of this decode: drafted free steps accepted over all rounds (0 to L - 1).
     pub fn accepted_steps(&self) -> usize {
-        self.rounds.iter().map(|r| r.accepted).sum()
+        self.rounds.iter().map(|r| r.accepted_steps()).sum()
     }
     pub fn target_passes(&self) -> usize {
         self.rounds.iter().map(|r| r.target_passes).sum()

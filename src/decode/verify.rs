@@ -18,6 +18,10 @@
 //!   *passed, not kept*) and the next depth is examined; otherwise every beam that passed is
 //!   kept, the missing ones are drawn from the residual norm(max(0, p - q)) and the round ends
 //!   (a *resampled* step, recorded with the residual in [`DepthCheck::residual`]).
+//!
+//! A forced depth (one allowed token after every prefix) is accepted in both modes without a
+//! test: the verified beams have at most K extensions there, all drafted, and keeping all of them
+//! is what the target's own search (and any sample of K without replacement) does.
 
 use std::collections::{HashMap, HashSet};
 
@@ -124,7 +128,9 @@ impl Scored<'_> {
                 })
                 .collect()
         };
-        let rows = &self.draft.rows[d - 1];
+        let rows = self.draft.rows[d - 1]
+            .as_ref()
+            .expect("a free depth has the draft's rows");
         let cands = extensions(tree, self.auto, &parents, |i| rows.row(i));
         let mut parent = HashMap::with_capacity(parents.len());
         let mut lo = 0;
@@ -217,7 +223,11 @@ pub(super) fn strict(s: &Scored, tree: &mut Tree, beams: &[Beam]) -> Verified {
             })
             .collect();
         let all = drafted.iter().all(|&x| x);
-        checks.push(strict_check(s, tree, beams, &cur, &top, &drafted, d));
+        checks.push(if s.draft.forced[d - 1] {
+            forced_check(s, tree, &cur, d, top.len(), true)
+        } else {
+            strict_check(s, tree, beams, &cur, &top, &drafted, d)
+        });
         let next = materialise(tree, &cur, &top, &lookup);
         kept.extend(next.iter().map(|b| b.node));
         if !all {
@@ -288,6 +298,31 @@ fn strict_check(
         missed,
         passed: 0,
         residual: None,
+        forced: false,
+    }
+}
+
+/// The check of a forced depth: every extension of the kept beams is drafted and kept. In
+/// strict mode any width N accepts it: the smallest is the number of beams.
+fn forced_check(
+    s: &Scored,
+    tree: &Tree,
+    cur: &[Beam],
+    d: usize,
+    kept: usize,
+    strict: bool,
+) -> DepthCheck {
+    let examined = examined_at(s, tree, cur, d);
+    DepthCheck {
+        depth: d,
+        accepted: true,
+        candidates: kept,
+        examined,
+        n_needed: strict.then_some(kept),
+        missed: Vec::new(),
+        passed: examined,
+        residual: None,
+        forced: true,
     }
 }
 
@@ -336,6 +371,16 @@ pub(super) fn relaxed<R: Rng>(
     let mut cur = beams.to_vec();
     let g = s.draft.levels.len();
     for d in 1..=g {
+        if s.draft.forced[d - 1] {
+            // Every extension is kept: no test (see the module documentation).
+            let (cands, _) = s.target_cands(tree, &cur);
+            checks.push(forced_check(s, tree, &cur, d, cands.len(), false));
+            let mut next = materialise(tree, &cur, &cands, &lookup);
+            sort_beams(tree, &mut next);
+            kept.extend(next.iter().map(|b| b.node));
+            cur = next;
+            continue;
+        }
         let (cands, _) = s.target_cands(tree, &cur);
         let log_zp = log_sum_exp(cands.iter().map(|c| c.score));
         // Draft logits over the same extensions.
@@ -343,7 +388,10 @@ pub(super) fn relaxed<R: Rng>(
             .iter()
             .map(|c| {
                 let (score, lvl, i) = draft_info[&cur[c.parent].node];
-                score + s.draft.rows[lvl].row(i)[c.token as usize]
+                let rows = s.draft.rows[lvl]
+                    .as_ref()
+                    .expect("a free depth has the draft's rows");
+                score + rows.row(i)[c.token as usize]
             })
             .collect();
         let log_zq = log_sum_exp(qlogit.iter().copied());
@@ -376,6 +424,7 @@ pub(super) fn relaxed<R: Rng>(
             missed: Vec::new(),
             passed: accepted.len(),
             residual: None,
+            forced: false,
         };
         // Fewer valid continuations than K: all of them accepted is a full step.
         if accepted.len() >= k.min(cands.len()) {

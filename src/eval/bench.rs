@@ -13,10 +13,10 @@ use super::speed::{width_grid, SpeedStats, UserSpeed, WidthCurve};
 use super::tune::{shape_candidates, tune_width, tuning_samples, WidthChoice};
 use crate::data::{Dataset, Sample};
 use crate::decode::{
-    beam_search, compare_lists, speculative, BeamOutcome, DecodeParams, DecodeTrace, ListMatch,
-    Mode, PhaseTimes, ScoreTolerance,
+    beam_search, compare_lists, drafted_levels, speculative, BeamOutcome, DecodeParams,
+    DecodeTrace, ListMatch, Mode, PhaseTimes, ScoreTolerance,
 };
-use crate::ids::{Identifier, ID_LEN};
+use crate::ids::Identifier;
 use crate::model::Llm;
 use crate::space::TokenSpace;
 use crate::{Error, Result};
@@ -142,10 +142,17 @@ struct Acc {
     tol: ScoreTolerance,
     identical: usize,
     near_ties: usize,
+    /// The constraint's forced flag per depth (the round structure the ceiling follows).
+    forced: Vec<bool>,
 }
 
 impl Acc {
-    fn new(params: &DecodeParams, width: Option<WidthChoice>, tol: ScoreTolerance) -> Acc {
+    fn new(
+        params: &DecodeParams,
+        width: Option<WidthChoice>,
+        tol: ScoreTolerance,
+        forced: &[bool],
+    ) -> Acc {
         Acc {
             r: KReport {
                 k: params.k,
@@ -159,6 +166,7 @@ impl Acc {
             tol,
             identical: 0,
             near_ties: 0,
+            forced: forced.to_vec(),
         }
     }
 
@@ -201,7 +209,7 @@ impl Acc {
         r.ws_mean = s.ws_mean();
         r.accepted_steps = s.accepted_steps();
         r.depth_acceptance = s.depth_acceptance();
-        let widest = (1..=super::speed::MAX_DRAFTED)
+        let widest = (1..=s.max_steps())
             .filter_map(|d| s.n_needed(d).last().copied())
             .max()
             .unwrap_or(0);
@@ -218,7 +226,7 @@ impl Acc {
         r.draft_pass_ms = t.draft_ms / r.draft_passes.max(1e-12);
         r.bound = r.baseline_ms / (t.draft_ms + t.verify_ms).max(1e-12);
         r.other_fraction = 1.0 - (t.draft_ms + t.verify_ms) / r.speculative_ms.max(1e-12);
-        let (tp, dp) = full_acceptance_passes(r.gamma);
+        let (tp, dp) = full_acceptance_passes(&self.forced, r.gamma);
         r.ceiling =
             r.baseline_ms / (tp as f64 * r.target_pass_ms + dp as f64 * r.draft_pass_ms).max(1e-12);
         r.identical_fraction = self.identical as f64 / n.max(1.0);
@@ -228,16 +236,17 @@ impl Acc {
 }
 
 /// Target and draft passes per user if every drafted step were accepted, under the round
-/// structure of [`crate::decode`]: gamma 3 costs 1 target pass and 3 draft passes; gamma 1 and 2
-/// cost 2 of each.
-pub fn full_acceptance_passes(gamma: usize) -> (usize, usize) {
+/// structure of [`crate::decode`] over a constraint with these forced flags per depth
+/// ([`crate::ids::PrefixAutomaton::forced`]): with 4 free depths, gamma 3 costs 1 target pass
+/// and 3 draft passes; gamma 1 and 2 cost 2 of each. Forced depths cost no draft pass.
+pub fn full_acceptance_passes(forced: &[bool], gamma: usize) -> (usize, usize) {
     let gamma = gamma.max(1);
     let (mut target, mut draft, mut depth) = (0, 0, 0);
-    while depth < ID_LEN {
-        let g = gamma.min(ID_LEN - depth - 1);
+    while depth < forced.len() {
+        let levels = drafted_levels(forced, gamma, depth);
         target += 1;
-        draft += g;
-        depth += g + 1;
+        draft += levels.iter().filter(|&&f| !f).count();
+        depth += levels.len() + 1;
     }
     (target, draft)
 }
@@ -317,9 +326,10 @@ pub fn run_bench(
         let width = if tuning.is_empty() {
             None
         } else {
-            // Deeper than L - 1 drafts the same as L - 1.
+            // Deeper than the free depths but the last drafts the same as that.
+            let deepest = space.trie.free_depths().saturating_sub(1).max(1);
             let gammas: Vec<usize> = if cfg.tune_gamma {
-                (1..=cfg.decode.gamma.min(ID_LEN - 1)).collect()
+                (1..=cfg.decode.gamma.min(deepest)).collect()
             } else {
                 vec![cfg.decode.gamma]
             };
@@ -353,7 +363,7 @@ pub fn run_bench(
             Some(w) => params_for(k, w.n, w.gamma),
             None => params_for(k, cfg.decode.n, cfg.decode.gamma),
         };
-        let mut acc = Acc::new(&params, width, tol);
+        let mut acc = Acc::new(&params, width, tol, space.trie.forced());
         for (i, s) in samples.iter().enumerate() {
             let prompt = space.prompt(data, &s.history)?;
             let run_base = || beam_search(target, &space.trie, &prompt, k);
@@ -709,13 +719,21 @@ mod tests {
 
     #[test]
     fn full_acceptance_follows_the_round_structure() {
+        let lcrec = [false; 4];
         // gamma 3: draft 3, one pass verifies them and adds the bonus depth 4.
-        assert_eq!(full_acceptance_passes(3), (1, 3));
+        assert_eq!(full_acceptance_passes(&lcrec, 3), (1, 3));
         // gamma 2: depths 1-2 plus bonus 3, then a plain target step for depth 4.
-        assert_eq!(full_acceptance_passes(2), (2, 2));
+        assert_eq!(full_acceptance_passes(&lcrec, 2), (2, 2));
         // gamma 1: (1 + bonus 2), then (3 + bonus 4).
-        assert_eq!(full_acceptance_passes(1), (2, 2));
+        assert_eq!(full_acceptance_passes(&lcrec, 1), (2, 2));
         // Deeper than the identifier is the same as gamma 3.
-        assert_eq!(full_acceptance_passes(7), (1, 3));
+        assert_eq!(full_acceptance_passes(&lcrec, 7), (1, 3));
+        // MiniOneRec: three codes, then "\n" and EOS forced. gamma 3 drafts the codes and "\n"
+        // (3 draft passes), the target's one pass adds EOS; gamma 2 needs a second round for
+        // "\n" (forced, free) and EOS.
+        let mini = [false, false, false, true, true];
+        assert_eq!(full_acceptance_passes(&mini, 3), (1, 3));
+        assert_eq!(full_acceptance_passes(&mini, 2), (2, 2));
+        assert_eq!(full_acceptance_passes(&mini, 1), (2, 2));
     }
 }

@@ -116,10 +116,10 @@ impl RankingMetrics {
 mod tests {
     use super::*;
 
-    const X: Identifier = [4, 10, 20, 30];
-    const Y: Identifier = [5, 10, 20, 30];
-    const Z: Identifier = [6, 10, 20, 30];
-    const W: Identifier = [7, 10, 20, 30];
+    const X: Identifier = Identifier::from_array([4, 10, 20, 30]);
+    const Y: Identifier = Identifier::from_array([5, 10, 20, 30]);
+    const Z: Identifier = Identifier::from_array([6, 10, 20, 30]);
+    const W: Identifier = Identifier::from_array([7, 10, 20, 30]);
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-12

@@ -4,14 +4,15 @@
 //!   speculative decode's milliseconds, both timed on the same device in the same process.
 //!   Over users it is reported two ways: the ratio of the totals ([`SpeedStats::ws_total`]) and
 //!   the mean of the per-user ratios ([`SpeedStats::ws_mean`], what the reference reports).
-//! - **AS** (accepted steps) of a user: the drafted steps accepted over all its rounds (0..=3
-//!   with 4-token identifiers); [`SpeedStats::accepted_steps`] is its mean over users.
+//! - **AS** (accepted steps) of a user: the drafted steps accepted over all its rounds (0 to
+//!   L - 1 with L-token identifiers; a format's forced tokens are not steps: nothing is chosen
+//!   there); [`SpeedStats::accepted_steps`] is its mean over users.
 //! - **Per-depth acceptance** at drafted depth d (1-based within a round): the rounds that
 //!   accepted depth d over the rounds whose verifier *examined* depth d. A round examines every
 //!   depth it accepts and the first one it rejects; depths after a rejection were never looked
 //!   at and do not count ([`crate::decode::RoundTrace::examined`]).
 //!   The drafted depth is the step within a round, not the identifier depth: a round that starts
-//!   at identifier depth 2 drafts depth 3 as its step 1.
+//!   at identifier depth 2 drafts depth 3 as its step 1. Forced levels are skipped in this count.
 //! - **Acceptance against N** at drafted depth d (strict): over the rounds that examined depth d,
 //!   the share whose smallest accepting width ([`crate::decode::trace::DepthCheck::n_needed`]) is
 //!   at most N'. At the run's own N (full width) it equals the per-depth acceptance; other N'
@@ -24,7 +25,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::decode::{DecodeTrace, PhaseTimes};
-use crate::ids::ID_LEN;
+use crate::ids::MAX_LEVELS;
 
 /// WS of one decode: `baseline_ms / speculative_ms` (0 when nothing was timed).
 pub fn walltime_speedup(baseline_ms: f64, speculative_ms: f64) -> f64 {
@@ -35,8 +36,9 @@ pub fn walltime_speedup(baseline_ms: f64, speculative_ms: f64) -> f64 {
     }
 }
 
-/// Drafted depths a round can hold (the target always takes the last identifier token).
-pub const MAX_DRAFTED: usize = ID_LEN - 1;
+/// Drafted steps a round can hold at most, for any identifier (the target always takes the last
+/// token): a bound on what a file may claim, not the steps of a given format.
+pub const MAX_DRAFTED: usize = MAX_LEVELS - 1;
 
 /// What one user's decode contributes to the speed metrics.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -51,12 +53,13 @@ pub struct UserSpeed {
     pub target_passes: usize,
     pub draft_passes: usize,
     pub times: PhaseTimes,
-    /// Per drafted depth (index 0 = depth 1): rounds that examined it, and that accepted it.
-    pub depth_examined: [usize; MAX_DRAFTED],
-    pub depth_accepted: [usize; MAX_DRAFTED],
-    /// Per drafted depth (strict runs): the smallest accepting N of every round that examined it.
+    /// Per drafted step (index 0 = step 1): rounds that examined it, and that accepted it. As
+    /// long as the deepest step any round drafted (at most [`MAX_DRAFTED`]).
+    pub depth_examined: Vec<usize>,
+    pub depth_accepted: Vec<usize>,
+    /// Per drafted step (strict runs): the smallest accepting N of every round that examined it.
     #[serde(default)]
-    pub n_needed: [Vec<usize>; MAX_DRAFTED],
+    pub n_needed: Vec<Vec<usize>>,
 }
 
 impl UserSpeed {
@@ -67,19 +70,25 @@ impl UserSpeed {
         baseline_ms: f64,
         baseline_target_passes: usize,
     ) -> Self {
-        let mut depth_examined = [0; MAX_DRAFTED];
-        let mut depth_accepted = [0; MAX_DRAFTED];
-        let mut n_needed: [Vec<usize>; MAX_DRAFTED] = Default::default();
+        let mut depth_examined: Vec<usize> = Vec::new();
+        let mut depth_accepted: Vec<usize> = Vec::new();
+        let mut n_needed: Vec<Vec<usize>> = Vec::new();
         for round in &trace.rounds {
-            for d in 0..round.examined().min(MAX_DRAFTED) {
-                depth_examined[d] += 1;
-                if d < round.accepted {
-                    depth_accepted[d] += 1;
+            for (step, (_, examined, accepted)) in round.steps().enumerate().take(MAX_DRAFTED) {
+                if depth_examined.len() <= step {
+                    depth_examined.resize(step + 1, 0);
+                    depth_accepted.resize(step + 1, 0);
                 }
+                depth_examined[step] += usize::from(examined);
+                depth_accepted[step] += usize::from(accepted);
             }
             for c in &round.checks {
-                if let (Some(n), Some(slot)) = (c.n_needed, n_needed.get_mut(c.depth - 1)) {
-                    slot.push(n);
+                let step = round.step_of_level(c.depth).filter(|&s| s <= MAX_DRAFTED);
+                if let (Some(n), Some(step)) = (c.n_needed, step) {
+                    if n_needed.len() < step {
+                        n_needed.resize(step, Vec::new());
+                    }
+                    n_needed[step - 1].push(n);
                 }
             }
         }
@@ -160,16 +169,32 @@ impl SpeedStats {
         self.mean(|u| u.accepted_steps as f64)
     }
 
-    /// Acceptance rate of drafted depth 1, 2, 3 (accepted over examined; 0 where none was
-    /// examined).
-    pub fn depth_acceptance(&self) -> Vec<f64> {
-        (0..MAX_DRAFTED)
+    /// The deepest drafted step any recorded round reached (at most [`MAX_DRAFTED`]).
+    pub fn max_steps(&self) -> usize {
+        self.users
+            .iter()
+            .map(|u| u.depth_examined.len().max(u.n_needed.len()))
+            .max()
+            .unwrap_or(0)
+            .min(MAX_DRAFTED)
+    }
+
+    /// Acceptance rate of drafted step 1, 2, ... up to `steps` (accepted over examined; 0 where
+    /// none was examined).
+    pub fn depth_acceptance_to(&self, steps: usize) -> Vec<f64> {
+        (0..steps.min(MAX_DRAFTED))
             .map(|d| {
-                let examined: usize = self.users.iter().map(|u| u.depth_examined[d]).sum();
-                let accepted: usize = self.users.iter().map(|u| u.depth_accepted[d]).sum();
+                let get = |v: &Vec<usize>| v.get(d).copied().unwrap_or(0);
+                let examined: usize = self.users.iter().map(|u| get(&u.depth_examined)).sum();
+                let accepted: usize = self.users.iter().map(|u| get(&u.depth_accepted)).sum();
                 ratio(accepted as f64, examined as f64)
             })
             .collect()
+    }
+
+    /// Acceptance rate of every drafted step a round reached ([`SpeedStats::max_steps`]).
+    pub fn depth_acceptance(&self) -> Vec<f64> {
+        self.depth_acceptance_to(self.max_steps())
     }
 
     /// Rounds (over all users) that examined drafted depth `d` (1-based).
@@ -224,7 +249,7 @@ impl SpeedStats {
 
     /// The acceptance-against-N curve of every drafted depth that recorded one, at `widths`.
     pub fn width_curves(&self, widths: &[usize]) -> Vec<WidthCurve> {
-        (1..=MAX_DRAFTED)
+        (1..=self.max_steps())
             .filter_map(|d| {
                 let acc = self.acceptance_at_widths(d, widths)?;
                 Some(WidthCurve {
@@ -273,13 +298,14 @@ impl SpeedStats {
         t.scaled(1.0 / self.users.len().max(1) as f64)
     }
 
-    /// Users per AS value: index = steps a user accepted (0..=[`MAX_DRAFTED`]; a decode cannot
-    /// accept more, and the last bucket counts any that claims to, so no count read from a file
-    /// sizes the histogram).
-    pub fn accepted_histogram(&self) -> Vec<usize> {
-        let mut h = vec![0; MAX_DRAFTED + 1];
+    /// Users per AS value: index = steps a user accepted (0..=`max`, the most a decode of the
+    /// format can accept, L - 1, itself capped at [`MAX_DRAFTED`]; the last bucket counts any
+    /// that claims more, so no count read from a file sizes the histogram).
+    pub fn accepted_histogram(&self, max: usize) -> Vec<usize> {
+        let max = max.min(MAX_DRAFTED);
+        let mut h = vec![0; max + 1];
         for u in &self.users {
-            h[u.accepted_steps.min(MAX_DRAFTED)] += 1;
+            h[u.accepted_steps.min(max)] += 1;
         }
         h
     }
@@ -356,7 +382,8 @@ mod tests {
                 ..Default::default()
             });
         }
-        assert_eq!(s.accepted_histogram(), vec![0, 0, 1, 2]);
+        assert_eq!(s.accepted_histogram(3), vec![0, 0, 1, 2]);
+        assert_eq!(s.accepted_histogram(usize::MAX).len(), MAX_DRAFTED + 1);
     }
 
     use crate::decode::trace::{DepthCheck, RoundTrace};
@@ -385,6 +412,7 @@ mod tests {
                 missed: vec![],
                 passed: 0,
                 residual: None,
+                forced: false,
             })
             .collect();
         r
@@ -393,6 +421,7 @@ mod tests {
     fn user(id: u32, rounds: Vec<RoundTrace>) -> UserSpeed {
         let trace = DecodeTrace {
             params: DecodeParams::default(),
+            length: 4,
             rounds,
             beams: vec![],
             wall_ms: 1.0,

@@ -5,4 +5,4 @@ mod automaton;
 pub mod vocab;
 
 pub use automaton::PrefixAutomaton;
-pub use vocab::{Identifier, Vocab, BOS, EOS, ID_LEN, PAD, SEP, SPECIALS};
+pub use vocab::{Identifier, Vocab, BOS, EOS, LCREC_LEVELS, MAX_LEVELS, PAD, SEP, SPECIALS};

@@ -13,7 +13,6 @@ use super::lora::{self, Adapter, AdapterInfo};
 use super::tokenizer::{detect_style, PromptStyle, TokenizerKind};
 use super::{checkpoint, weights};
 use crate::ids::vocab::parse_code_token;
-use crate::ids::ID_LEN;
 use crate::{Error, Result};
 
 pub struct CheckpointSummary {
@@ -26,7 +25,7 @@ pub struct CheckpointSummary {
     pub tokenizer: TokenizerKind,
     pub tokens: usize,
     /// Item code tokens (`<a_12>`) per identifier level, and their id range.
-    pub codes_per_level: [usize; ID_LEN],
+    pub codes_per_level: Vec<usize>,
     pub code_ids: Option<(u32, u32)>,
     pub style: PromptStyle,
     /// Whether the style was declared in config.json (else detected from the tokenizer).
@@ -119,10 +118,13 @@ pub fn summarize(dir: &Path, base: Option<&Path>) -> Result<CheckpointSummary> {
         .iter()
         .map(|(_, s)| s.iter().product::<usize>())
         .sum();
-    let mut codes_per_level = [0; ID_LEN];
+    let mut codes_per_level: Vec<usize> = Vec::new();
     let mut lo_hi: Option<(u32, u32)> = None;
     for (id, t) in tok.vocab().iter().enumerate() {
         if let Some((level, _)) = parse_code_token(t) {
+            if codes_per_level.len() <= level {
+                codes_per_level.resize(level + 1, 0);
+            }
             codes_per_level[level] += 1;
             let id = id as u32;
             lo_hi = Some(lo_hi.map_or((id, id), |(a, b)| (a.min(id), b.max(id))));

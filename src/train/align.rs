@@ -19,7 +19,7 @@ use super::weights::Weights;
 use super::{subset, TeacherFile, TrainReport};
 use crate::data::{Dataset, Sample, DEFAULT_HISTORY};
 use crate::decode::{beam_search, check_same_vocab};
-use crate::ids::{Identifier, ID_LEN};
+use crate::ids::Identifier;
 use crate::model::{Llama, Llm};
 use crate::{Error, Result};
 
@@ -349,8 +349,8 @@ struct Levels {
 impl Levels {
     fn new(data: &Dataset, device: &Device) -> Result<Self> {
         let mut local = vec![0u32; data.vocab.len()];
-        let mut ids = Vec::with_capacity(ID_LEN);
-        for l in 0..ID_LEN {
+        let mut ids = Vec::with_capacity(data.levels);
+        for l in 0..data.levels {
             let toks = data.vocab.level_tokens(l);
             for (i, &t) in toks.iter().enumerate() {
                 local[t as usize] = i as u32;
@@ -460,7 +460,8 @@ impl AlignTask<'_> {
             false => None,
         };
         let mut total = Tensor::zeros((), DType::F32, &self.device)?;
-        for l in 0..ID_LEN {
+        let levels = batch.align.levels().max(1);
+        for l in 0..batch.align.levels() {
             let rows = &batch.align.rows[l];
             let q = self
                 .levels
@@ -476,7 +477,7 @@ impl AlignTask<'_> {
             };
             total = (total + self.level_loss(p.as_ref(), &q, &batch.align.labels[l])?)?;
         }
-        Ok((total / ID_LEN as f64)?)
+        Ok((total / levels as f64)?)
     }
 
     /// The method's objective at one level: `p`, `q` the target's and draft's logits over A_t
@@ -514,7 +515,7 @@ impl AlignTask<'_> {
             let batch = TreeBatch::new(&ex, &self.device)?;
             let qh = batch.hidden(&draft.model, false)?;
             let ph = batch.hidden(&self.target.model, false)?;
-            for l in 0..ID_LEN {
+            for l in 0..batch.rec.levels() {
                 let rows = &batch.rec.rows[l];
                 let q = self
                     .levels
@@ -555,9 +556,9 @@ impl Task for AlignTask<'_> {
         self.samples.len()
     }
 
-    /// History length dominates; the tree adds at most 3 * (K + 1) nodes on top.
+    /// History length dominates; the tree adds at most (L - 1) * (K + 1) nodes on top.
     fn sample_len(&self, i: usize) -> usize {
-        self.samples[i].history.len() * ID_LEN + self.beams[i].len()
+        self.samples[i].history.len() * self.data.levels + self.beams[i].len()
     }
 
     fn loss(&mut self, w: &Weights, batch: &[usize], step: usize) -> Result<Tensor> {
@@ -619,7 +620,7 @@ mod tests {
             let llm = Llm::random(&cfg, cat.vocab.tokens().to_vec(), 0.2, 1, &Device::Cpu).unwrap();
             let toks = cat.vocab.level_tokens(2);
             let levels = Levels {
-                ids: (0..ID_LEN)
+                ids: (0..cat.vocab.num_levels())
                     .map(|_| Tensor::new(toks.as_slice(), &Device::Cpu).unwrap())
                     .collect(),
                 local: Vec::new(),

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use candle_core::{Device, Tensor};
 
 use super::losses;
-use crate::ids::{Identifier, ID_LEN, PAD};
+use crate::ids::{Identifier, PAD};
 use crate::model::Llama;
 use crate::{Error, Result};
 
@@ -34,20 +34,25 @@ pub(crate) struct Example {
     pub align: Vec<Identifier>,
 }
 
-/// Where to read the logits of a set of sequences: for each level l, one entry per
-/// (sample, sequence) in batch order, with the same count at every level.
+/// Where to read the logits of a set of sequences: for each level l (L of them, the
+/// identifiers' length), one entry per (sample, sequence) in batch order, with the same count at
+/// every level.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Group {
     /// Flat index (`row * width + column`) of the hidden state that predicts level l.
-    pub rows: [Vec<u32>; ID_LEN],
+    pub rows: Vec<Vec<u32>>,
     /// The sequence's token at level l (a vocabulary id).
-    pub labels: [Vec<u32>; ID_LEN],
+    pub labels: Vec<Vec<u32>>,
 }
 
 impl Group {
     /// Sequences in the group (entries per level).
     pub fn len(&self) -> usize {
-        self.rows[0].len()
+        self.rows.first().map_or(0, Vec::len)
+    }
+    /// Levels of the group's identifiers (0 when empty).
+    pub fn levels(&self) -> usize {
+        self.rows.len()
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -97,7 +102,7 @@ impl Layout {
 
     /// Adds the nodes of `id`'s prefixes that are not in the tree yet.
     fn insert(&mut self, id: &Identifier) {
-        for depth in 1..ID_LEN {
+        for depth in 1..id.len() {
             let key = id[..depth].to_vec();
             if self.nodes.contains_key(&key) {
                 continue;
@@ -205,8 +210,9 @@ impl TreeBatch {
 
     /// L_rec of the `rec` group: full-vocabulary cross-entropy, averaged over levels.
     pub fn rec_loss(&self, model: &Llama, hidden: &Tensor) -> Result<Tensor> {
+        let levels = self.rec.levels();
         let mut total: Option<Tensor> = None;
-        for l in 0..ID_LEN {
+        for l in 0..levels {
             let logits = Self::logits(model, hidden, &self.rec.rows[l])?;
             let labels = Tensor::from_slice(&self.rec.labels[l], self.rec.len(), hidden.device())?;
             let loss = losses::rec_loss(&logits, &labels)?;
@@ -215,8 +221,8 @@ impl TreeBatch {
                 None => loss,
             });
         }
-        let total = total.expect("ID_LEN > 0");
-        Ok((total / ID_LEN as f64)?)
+        let total = total.ok_or_else(|| Error::Failed("a batch without identifiers".into()))?;
+        Ok((total / levels as f64)?)
     }
 }
 
@@ -235,7 +241,11 @@ fn fill_mask(block: &mut [f32], layout: &Layout, width: usize, offset: usize) {
 
 fn push_group(g: &mut Group, ids: &[Identifier], layout: &Layout, flat: impl Fn(usize) -> u32) {
     for id in ids {
-        for l in 0..ID_LEN {
+        if g.rows.len() < id.len() {
+            g.rows.resize(id.len(), Vec::new());
+            g.labels.resize(id.len(), Vec::new());
+        }
+        for l in 0..id.len() {
             g.rows[l].push(flat(layout.entry(&id[..l])));
             g.labels[l].push(id[l]);
         }
@@ -261,8 +271,8 @@ mod tests {
 
     #[test]
     fn shares_prefixes_and_left_pads() {
-        let a = [10, 20, 30, 40];
-        let b = [10, 21, 31, 41];
+        let a = Identifier::from([10, 20, 30, 40]);
+        let b = Identifier::from([10, 21, 31, 41]);
         let batch = TreeBatch::new(
             &[ex(&[1, 5, 3], &[a], &[a, b]), ex(&[1, 3], &[b], &[])],
             &Device::Cpu,
@@ -295,7 +305,7 @@ mod tests {
     fn sequence_scores(llm: &Llm, batch: &TreeBatch, differentiable: bool) -> Vec<f32> {
         let hidden = batch.hidden(&llm.model, differentiable).unwrap();
         let mut scores = vec![0.0f32; batch.align.len()];
-        for l in 0..ID_LEN {
+        for l in 0..batch.align.levels() {
             let logits = TreeBatch::logits(&llm.model, &hidden, &batch.align.rows[l]).unwrap();
             let lp = candle_nn::ops::log_softmax(&logits, 1).unwrap();
             let lp = lp.to_vec2::<f32>().unwrap();
@@ -325,7 +335,7 @@ mod tests {
             let ids: Vec<Identifier> = out
                 .beams
                 .iter()
-                .map(|b| b.tokens[..].try_into().unwrap())
+                .map(|b| Identifier::new(&b.tokens).unwrap())
                 .collect();
             want.extend(out.beams.iter().map(|b| b.score));
             examples.push(ex(p, &ids[..1], &ids));

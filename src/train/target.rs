@@ -14,7 +14,7 @@ use super::{subset, TrainReport, VALID_SEED};
 use crate::data::{Dataset, Sample, DEFAULT_HISTORY};
 use crate::decode::beam_search;
 use crate::eval::metrics::recall_at;
-use crate::ids::{Identifier, ID_LEN};
+use crate::ids::Identifier;
 use crate::model::{Llm, ModelConfig};
 use crate::{Error, Result};
 
@@ -80,7 +80,7 @@ pub(crate) fn model_config(
         .map(|u| data.train[u].len() + data.valid[u].len())
         .max()
         .unwrap_or(0);
-    let needed = history.min(longest) * ID_LEN + 2 + ID_LEN;
+    let needed = history.min(longest) * data.levels + 2 + data.levels;
     cfg.max_position_embeddings = cfg.max_position_embeddings.max(needed);
     cfg.validate()
         .map_err(|m| Error::invalid("model shape", m))?;
@@ -226,5 +226,5 @@ impl Task for TargetTask<'_> {
 
 /// A finished beam's tokens as an identifier.
 pub(crate) fn identifier(tokens: &[u32]) -> Option<Identifier> {
-    tokens.try_into().ok()
+    Identifier::new(tokens)
 }

@@ -19,7 +19,7 @@ use super::subset;
 use super::target::identifier;
 use crate::data::Dataset;
 use crate::decode::beam_search;
-use crate::ids::{Identifier, ID_LEN};
+use crate::ids::{Identifier, LCREC_LEVELS, MAX_LEVELS};
 use crate::model::Llm;
 use crate::{Error, Result};
 
@@ -78,6 +78,13 @@ struct Header {
     k: usize,
     records: usize,
     token_bytes: usize,
+    /// Tokens per beam (the identifiers' L); files written before it existed hold 4.
+    #[serde(default = "lcrec_levels")]
+    levels: usize,
+}
+
+fn lcrec_levels() -> usize {
+    LCREC_LEVELS
 }
 
 /// A short hash identifying a model's weights: FNV-1a over its config (dtype aside), vocabulary,
@@ -155,6 +162,7 @@ pub fn build_teacher(
         k,
         records: chosen.len(),
         token_bytes,
+        levels: data.levels,
     };
     let dir = out
         .parent()
@@ -269,6 +277,15 @@ pub fn read_teacher(path: &Path, expected_target: &Llm) -> Result<TeacherFile> {
             ),
         ));
     }
+    if header.levels == 0 || header.levels > MAX_LEVELS {
+        return Err(Error::data(
+            path,
+            format!(
+                "the header's levels = {} is not in 1..={MAX_LEVELS}",
+                header.levels
+            ),
+        ));
+    }
     if header.k == 0 || header.k > crate::decode::params::MAX_WIDTH {
         return Err(Error::data(
             path,
@@ -293,15 +310,17 @@ pub fn read_teacher(path: &Path, expected_target: &Llm) -> Result<TeacherFile> {
     }
     let mut records = Vec::with_capacity(header.records);
     for n in 0..header.records {
-        let rec = read_record(&mut r, header.token_bytes, header.k, vocab).map_err(|e| {
-            Error::data(
-                path,
-                format!(
-                    "truncated or corrupt at record {n} of {}: {e}",
-                    header.records
-                ),
-            )
-        })?;
+        let rec = read_record(&mut r, header.token_bytes, header.k, header.levels, vocab).map_err(
+            |e| {
+                Error::data(
+                    path,
+                    format!(
+                        "truncated or corrupt at record {n} of {}: {e}",
+                        header.records
+                    ),
+                )
+            },
+        )?;
         records.push(rec);
     }
     Ok(TeacherFile {
@@ -317,11 +336,13 @@ pub fn read_teacher(path: &Path, expected_target: &Llm) -> Result<TeacherFile> {
     })
 }
 
-/// One record of beams of at most `k` identifiers over a vocabulary of `vocab` ids.
+/// One record of beams of at most `k` identifiers of `levels` tokens over a vocabulary of
+/// `vocab` ids.
 fn read_record(
     r: &mut impl Read,
     token_bytes: usize,
     k: usize,
+    levels: usize,
     vocab: usize,
 ) -> std::io::Result<TeacherRecord> {
     let bad = |msg: String| std::io::Error::new(std::io::ErrorKind::InvalidData, msg);
@@ -330,8 +351,8 @@ fn read_record(
     if n > k {
         return Err(bad(format!("{n} beams, more than the header's K = {k}")));
     }
-    let mut tokens = Vec::with_capacity(n * ID_LEN);
-    for _ in 0..n * ID_LEN {
+    let mut tokens = Vec::with_capacity(n * levels);
+    for _ in 0..n * levels {
         let t = match token_bytes {
             2 => u16::from_le_bytes(read_array(r)?) as u32,
             _ => u32::from_le_bytes(read_array(r)?),
@@ -343,7 +364,7 @@ fn read_record(
         }
         tokens.push(t);
     }
-    let beams = tokens.chunks(ID_LEN).filter_map(identifier).collect();
+    let beams = tokens.chunks(levels).filter_map(identifier).collect();
     let scores = (0..n)
         .map(|_| read_array(r).map(f32::from_le_bytes))
         .collect::<std::io::Result<_>>()?;

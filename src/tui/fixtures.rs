@@ -14,11 +14,13 @@ use crate::decode::trace::{
     Residual, ResidualEntry, RoundTrace, TargetStep, TargetStepKind, TreeLayout, Verdict,
 };
 use crate::decode::DecodeParams;
-use crate::ids::{Vocab, ID_LEN};
+use crate::ids::{Vocab, LCREC_LEVELS};
 use crate::session::{
     Baseline, HistoryEntry, RunParams, SessionHeader, TruthEntry, UserRun, UserView,
 };
 
+/// Levels of the synthetic identifiers: LC-Rec's four.
+const ID_LEN: usize = LCREC_LEVELS;
 /// Codes per identifier level in the synthetic vocabulary.
 const CODES: u32 = 6;
 /// Children each parent offers the beam search (the first `CHILD_Q.len()` codes, rotated).
@@ -75,6 +77,8 @@ pub fn header() -> SessionHeader {
         seed: 42,
         vocab: vocab().tokens().to_vec(),
         token_names: Vec::new(),
+        levels: ID_LEN,
+        length: ID_LEN,
     }
 }
 
@@ -207,6 +211,7 @@ pub fn trace(
     beams.sort_by(|a, b| rank_desc(a.score, b.score, &a.tokens, &b.tokens));
     let wall_ms = rounds.iter().map(|r| r.times.total_ms()).sum();
     DecodeTrace {
+        length: ID_LEN,
         params: DecodeParams {
             mode,
             n,
@@ -425,6 +430,7 @@ fn build_round(
                 missed,
                 passed: 0,
                 residual: None,
+                forced: false,
             });
             let top: Vec<BeamView> = order
                 .iter()
@@ -496,6 +502,7 @@ fn build_round(
                 missed: vec![],
                 passed: passed.len(),
                 residual: None,
+                forced: false,
             };
             if ok {
                 // K of the passed beams, "at random": by their draws.
@@ -624,6 +631,7 @@ fn build_round(
         start_depth: start,
         roots: roots.to_vec(),
         drafted,
+        forced: Vec::new(),
         nodes,
         tree: TreeLayout {
             context_len: if round == 0 {

@@ -466,6 +466,8 @@ pub fn live_app(ctx: ExplorerContext) -> crate::Result<(App, LiveEngine)> {
             PromptStyle::Compact => Vec::new(),
             PromptStyle::Reference => ctx.space.code_names(&ds),
         },
+        levels: ds.levels,
+        length: ctx.space.trie.depth(),
     };
     let users = samples
         .iter()

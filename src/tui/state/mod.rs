@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use crate::decode::{DecodeParams, Mode};
 use crate::eval::speed::SpeedStats;
-use crate::ids::{Vocab, ID_LEN};
+use crate::ids::Vocab;
 use crate::session::{RunParams, Session, SessionHeader, UserRecord, UserRun, UserView};
 
 pub mod phase;
@@ -1297,13 +1297,14 @@ pub fn update(app: &mut App, action: Action) {
         }
         Action::IncGamma | Action::DecGamma => {
             // More than L - 1 drafted steps can never be used.
+            let most = app.header.levels.saturating_sub(1).max(1);
             let p = &mut app.params.decode;
             let g = match action {
-                Action::IncGamma => (p.gamma + 1).min(ID_LEN - 1),
+                Action::IncGamma => (p.gamma + 1).min(most),
                 _ => p.gamma.saturating_sub(1).max(1),
             };
             if g == p.gamma {
-                app.status = format!("gamma stays {g} (1..={})", ID_LEN - 1);
+                app.status = format!("gamma stays {g} (1..={most})");
             } else {
                 p.gamma = g;
                 app.shapes.custom = true;
@@ -1337,7 +1338,7 @@ pub fn update(app: &mut App, action: Action) {
         Action::ToggleRecord => app.toggle_record(),
         Action::TogglePreset => app.toggle_preset(),
         Action::NextBlock => {
-            app.ui.block = app.ui.block.wrapping_add(1) % (ID_LEN);
+            app.ui.block = app.ui.block.wrapping_add(1) % app.header.length.max(1);
             app.ui.scroll.grid_row = 0;
             app.ui.scroll.grid_col = 0;
         }

@@ -7,7 +7,7 @@
 
 use crate::decode::trace::{DecodeTrace, DepthCheck, RoundTrace, TargetStepKind};
 use crate::decode::Mode;
-use crate::ids::{Vocab, ID_LEN};
+use crate::ids::Vocab;
 
 /// One presentable phase of a round.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -207,7 +207,7 @@ fn caption(trace: &DecodeTrace, v: &RoundView, vocab: &Vocab) -> String {
             out.push_str(&format!(" Rule: {rule}"));
             out
         }
-        Stage::TargetStep => target_step_caption(r, p.k),
+        Stage::TargetStep => target_step_caption(r, p.k, trace.length),
     }
 }
 
@@ -241,7 +241,7 @@ fn rejection(r: &RoundTrace, c: &DepthCheck, mode: Mode, k: usize, vocab: &Vocab
     }
 }
 
-fn target_step_caption(r: &RoundTrace, k: usize) -> String {
+fn target_step_caption(r: &RoundTrace, k: usize, length: usize) -> String {
     let step = &r.target_step;
     let n = r.round + 1;
     let d = step.depth;
@@ -255,7 +255,7 @@ fn target_step_caption(r: &RoundTrace, k: usize) -> String {
             "Round {n}, bonus at depth {d}: every drafted depth was accepted, and the verify pass already holds the target's distribution one depth further, so its step at depth {d} comes free: {advanced} depths with one target pass."
         ),
         TargetStepKind::Plain => format!(
-            "Round {n}, plain target step at depth {d}: only the last token remained (of {ID_LEN}), and the target always takes it."
+            "Round {n}, plain target step at depth {d}: only the last token remained (of {length}), and the target always takes it."
         ),
         TargetStepKind::Resampled => {
             let res = r.checks.last().and_then(|c| c.residual.as_ref());

@@ -15,7 +15,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Axis, Chart, Dataset, GraphType, Paragraph};
 use ratatui::Frame;
 
-use crate::eval::speed::{width_grid, SpeedStats, MAX_DRAFTED};
+use crate::eval::speed::{width_grid, SpeedStats};
 use crate::tui::state::{App, Chart as ChartKind};
 use crate::tui::view::theme;
 
@@ -85,7 +85,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
                 if chart.height >= 3 {
                     speedup_chart(s, frame, chart);
                 }
-                foot_lines.push(histogram(s));
+                foot_lines.push(histogram(s, app.header.levels.saturating_sub(1)));
             }
             ChartKind::Width => {
                 if chart.height >= 3 && !width_chart(app, s, frame, chart) {
@@ -98,7 +98,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
                 foot_lines.push(width_summary(s));
             }
         }
-        foot_lines.push(step_acceptance(s));
+        foot_lines.push(step_acceptance(s, app.header.levels.saturating_sub(1)));
         let t = s.mean_times();
         foot_lines.push(Line::raw(format!(
             "ms: draft {:.1} verify {:.1} other {:.1}",
@@ -120,8 +120,9 @@ pub fn device_hint(device: &str) -> String {
     }
 }
 
-fn histogram(s: &SpeedStats) -> Line<'static> {
-    let hist = s.accepted_histogram();
+/// Users per AS value, 0..=`max` (L - 1).
+fn histogram(s: &SpeedStats, max: usize) -> Line<'static> {
+    let hist = s.accepted_histogram(max);
     let max = hist.iter().copied().max().unwrap_or(1).max(1);
     let mut h = vec![Span::raw("AS")];
     for (i, &c) in hist.iter().enumerate() {
@@ -136,9 +137,9 @@ fn histogram(s: &SpeedStats) -> Line<'static> {
 
 /// Acceptance by drafted step (within a round): accepted over examined; `–` where no round got
 /// that far.
-fn step_acceptance(s: &SpeedStats) -> Line<'static> {
+fn step_acceptance(s: &SpeedStats, steps: usize) -> Line<'static> {
     let mut d = vec![Span::raw("step acc")];
-    for (i, rate) in s.depth_acceptance().iter().enumerate() {
+    for (i, rate) in s.depth_acceptance_to(steps).iter().enumerate() {
         let sep = if i == 0 { " " } else { " · " };
         let text = if s.depth_rounds(i + 1) == 0 {
             format!("{sep}{} –", i + 1)
@@ -155,7 +156,7 @@ fn step_acceptance(s: &SpeedStats) -> Line<'static> {
 
 fn width_summary(s: &SpeedStats) -> Line<'static> {
     let mut spans = vec![Span::raw("N for 90%:")];
-    for d in 1..=MAX_DRAFTED {
+    for d in 1..=s.max_steps().max(1) {
         if let Some(n) = s.width_for_share(d, 0.9) {
             spans.push(Span::styled(
                 format!(" step {d} {n}"),
@@ -211,7 +212,7 @@ fn speedup_chart(s: &SpeedStats, frame: &mut Frame, area: Rect) {
 fn width_chart(app: &App, s: &SpeedStats, frame: &mut Frame, area: Rect) -> bool {
     let k = app.params.decode.k;
     let n_now = app.params.decode.n;
-    let widest = (1..=MAX_DRAFTED)
+    let widest = (1..=s.max_steps())
         .filter_map(|d| s.n_needed(d).last().copied())
         .max()
         .unwrap_or(0);
