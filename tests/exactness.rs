@@ -394,3 +394,90 @@ fn strict_equals_beam_search_on_wide_models_and_in_bf16() {
         }
     }
 }
+
+/// Identifiers with a format's fixed tokens around the codes (MiniOneRec's `\n` + EOS after
+/// three codes; a generated begin marker before them and an end marker after, as in
+/// OpenOneRec's written form): strict speculative decoding still returns the target's own beam
+/// search, and forced steps never cost a pass of their own. Target-only search scores a forced
+/// run in the pass that feeds its parent (MiniOneRec: 4 passes for 5 tokens), and a fully
+/// accepted speculative decode costs what the round structure says.
+#[test]
+fn strict_equals_beam_search_with_forced_format_tokens() {
+    let tol = ScoreTolerance::for_dtype(candle_core::DType::F32);
+    let mut rng = ChaCha8Rng::seed_from_u64(77);
+    let (mut cases, mut near) = (0, 0);
+    // (before, after) the codes, in model ids (specials of the compact vocabulary stand in for
+    // the format's tokens); the expected target-only passes.
+    let formats: [(&[u32], &[u32], usize); 3] = [(&[], &[3, 2], 4), (&[1], &[2], 4), (&[], &[], 3)];
+    for case in 0..60u64 {
+        let (before, after, base_passes) = formats[case as usize % 3];
+        let cat = synth::catalogue([5, 6, 6], rng.random_range(30..120), 300 + case);
+        let seqs: Vec<Vec<u32>> = cat
+            .items
+            .iter()
+            .map(|i| [before, i.as_slice(), after].concat())
+            .collect();
+        let auto = atspeed::ids::PrefixAutomaton::trie(&seqs).unwrap();
+        assert_eq!(auto.free_depths(), 3);
+        let target = model(&cat, 2, 32, 500 + case);
+        let self_draft = case % 5 == 0;
+        let draft = if self_draft {
+            target.clone()
+        } else {
+            model(&cat, 1, 32, 700 + case)
+        };
+        let k = [1, 3, 5, 8][case as usize % 4];
+        let gamma = rng.random_range(1..=3);
+        // With the target as its draft and N = K every drafted depth is the target's own.
+        let n = if self_draft {
+            k
+        } else {
+            k + rng.random_range(0..10)
+        };
+        let params = DecodeParams {
+            mode: Mode::Strict,
+            n,
+            k,
+            gamma,
+            draft_mass: None,
+        };
+        let prompt = synth::prompt(&cat, rng.random_range(1..6), &mut rng);
+        let base = beam_search(&target, &auto, &prompt, k).unwrap();
+        assert_eq!(base.target_passes, base_passes, "case {case}");
+        assert!(base.beams.iter().all(|b| b.tokens.len() == auto.depth()));
+        let spec = speculative(&target, &draft, &auto, &prompt, &params, &mut rng).unwrap();
+        spec.validate(cat.vocab.len()).unwrap();
+        match compare_lists(&spec.beams, &base.beams, tol).verdict {
+            ListMatch::Identical => {}
+            ListMatch::NearTie => near += 1,
+            ListMatch::Different => panic!("case {case}: {:?} vs {:?}", spec.beams, base.beams),
+        }
+        // Forced levels cost no draft pass and are always accepted.
+        for r in &spec.rounds {
+            let forced = r.forced.iter().filter(|&&f| f).count();
+            assert_eq!(r.draft_passes + forced, r.drafted, "case {case}");
+            for c in r.checks.iter().filter(|c| c.forced) {
+                assert!(c.accepted, "case {case}");
+            }
+        }
+        // AS counts code steps only: at most the free depths before the last one (with a
+        // forced suffix, the last code can be drafted too).
+        let draftable = auto.forced()[..auto.depth() - 1]
+            .iter()
+            .filter(|&&f| !f)
+            .count();
+        assert!(spec.accepted_steps() <= draftable, "case {case}");
+        if self_draft {
+            let (passes, drafts) =
+                atspeed::eval::bench::full_acceptance_passes(auto.forced(), gamma);
+            assert_eq!(spec.target_passes(), passes, "case {case} gamma {gamma}");
+            assert_eq!(spec.draft_passes(), drafts, "case {case} gamma {gamma}");
+            if gamma == 3 {
+                assert_eq!(spec.target_passes(), 1, "case {case}");
+            }
+        }
+        cases += 1;
+    }
+    assert_eq!(cases, 60);
+    assert!(near <= 1, "{near} near-tie swaps");
+}
