@@ -14,6 +14,7 @@ pub mod ids;
 pub mod load;
 pub mod model;
 pub mod plot;
+pub mod profile;
 pub mod session;
 pub mod space;
 pub mod synth;

@@ -11,7 +11,7 @@ use candle_core::{DType, Device};
 
 use crate::data::Dataset;
 use crate::model::{checkpoint, Llm, LoadOptions, PromptStyle};
-use crate::space::TokenSpace;
+use crate::space::{SpaceOptions, TokenSpace};
 use crate::{Error, Result};
 
 /// Checks an output path before any work (see [`crate::atomic`]'s rules): an existing model
@@ -27,6 +27,9 @@ pub struct Placement {
     pub dtype: Option<DType>,
     /// Overrides the prompt style detected from each checkpoint.
     pub prompt: Option<PromptStyle>,
+    /// The recommender profile, tokenizer rules and fixed-token scoring (detected or the
+    /// profile's when unset).
+    pub space: SpaceOptions,
 }
 
 impl Placement {
@@ -36,6 +39,7 @@ impl Placement {
             device: crate::device::parse_device(device)?,
             dtype: checkpoint::parse_dtype_or_auto(dtype)?,
             prompt: None,
+            space: SpaceOptions::default(),
         })
     }
 
@@ -45,6 +49,7 @@ impl Placement {
             device: Device::Cpu,
             dtype: Some(DType::F32),
             prompt: None,
+            space: SpaceOptions::default(),
         }
     }
 
@@ -54,6 +59,7 @@ impl Placement {
             dtype: self.dtype,
             base: base.map(Path::to_path_buf),
             prompt: self.prompt,
+            tokenizer_rules: self.space.rules,
         }
     }
 }
@@ -82,7 +88,17 @@ pub fn load_target(
     at: &Placement,
 ) -> Result<(Llm, TokenSpace)> {
     let m = load_model(dir, base, at)?;
-    let space = TokenSpace::new(data, &m)?;
+    let space = TokenSpace::with_options(data, &m, &at.space)?;
+    log::info!(
+        "{}: profile {} ({}), tokenizer rules {}",
+        dir.display(),
+        space.profile.name,
+        space.profile_why,
+        space.tokenizer().rules.name()
+    );
+    for n in &space.notes {
+        log::info!("{}: {n}", dir.display());
+    }
     Ok((m, space))
 }
 
@@ -96,7 +112,7 @@ pub fn load_draft(
     target: &TokenSpace,
 ) -> Result<Llm> {
     let m = load_model(dir, base, at)?;
-    target.check_draft(&TokenSpace::new(data, &m)?, data)?;
+    target.check_draft(&target.for_draft(data, &m)?, data)?;
     Ok(m)
 }
 

@@ -273,10 +273,26 @@ struct Common {
     /// 16-bit, no f32 copy).
     #[arg(long, default_value = "auto")]
     dtype: String,
-    /// Prompt style: compact (this project's models) or reference (the instruction template
-    /// through the checkpoint's own tokenizer). Default: detected from each checkpoint.
-    #[arg(long, value_name = "STYLE")]
+    /// Recommender profile: how prompts are built and tokenized and which fixed tokens are
+    /// generated around the codes. compact (this project's models), lc-rec (LC-Rec / AtSpeed),
+    /// minionerec, openonerec, or a TOML/JSON profile file (README "Your own model"). Default:
+    /// detected from the target checkpoint; `inspect DIR` says which and why.
+    #[arg(long, value_name = "NAME|FILE")]
+    profile: Option<String>,
+    /// Old name of --profile: compact or reference (= lc-rec).
+    #[arg(long, value_name = "STYLE", conflicts_with = "profile")]
     prompt: Option<String>,
+    /// How tokenizer files load: transformers (5.x: tokenizer.json as changed by
+    /// tokenizer_config.json, the default), transformers4, or tokenizer.json (as written).
+    /// Default: the profile's.
+    #[arg(long, value_name = "RULES")]
+    tokenizer_rules: Option<String>,
+    /// The profile's fixed tokens around the codes (MiniOneRec's "\n" + EOS after the SID):
+    /// `scored` generates them and adds their log-probabilities to every beam's score, as the
+    /// framework's own beam search does (default); `skipped` leaves them out, ranking beams on
+    /// the codes alone.
+    #[arg(long, value_name = "scored|skipped")]
+    fixed_tokens: Option<String>,
     /// Base checkpoint of draft adapters (default: each adapter's base_model_name_or_path).
     #[arg(long, value_name = "DIR")]
     draft_base: Option<PathBuf>,
@@ -497,6 +513,9 @@ const FLAGS: &[(&str, &str)] = &[
     ("lr", "--lr"),
     ("out", "--out"),
     ("prompt", "--prompt"),
+    ("profile", "--profile"),
+    ("tokenizer_rules", "--tokenizer-rules"),
+    ("fixed_tokens", "--fixed-tokens"),
     ("base", "--target-base/--draft-base (inspect: --base)"),
     ("force", "--force"),
     ("layers", "--layers"),
@@ -557,7 +576,34 @@ impl TuiArgs {
 impl Common {
     fn placement(&self) -> Result<Placement> {
         let mut at = Placement::parse(&self.device, &self.dtype)?;
-        at.prompt = self.prompt.as_deref().map(str::parse).transpose()?;
+        let style: Option<atspeed::model::PromptStyle> =
+            self.prompt.as_deref().map(str::parse).transpose()?;
+        at.prompt = style;
+        at.space.profile = self
+            .profile
+            .as_deref()
+            .or(style.map(|s| s.name()))
+            .map(atspeed::profile::ProfileChoice::parse);
+        at.space.rules = self
+            .tokenizer_rules
+            .as_deref()
+            .map(|r| {
+                r.parse()
+                    .map_err(|m: String| atspeed::Error::invalid("tokenizer_rules", m))
+            })
+            .transpose()?;
+        at.space.score_fixed = match self.fixed_tokens.as_deref() {
+            None => None,
+            Some("scored") => Some(true),
+            Some("skipped") => Some(false),
+            Some(other) => {
+                return Err(atspeed::Error::invalid(
+                    "fixed_tokens",
+                    format!("{other:?} is not scored or skipped"),
+                )
+                .into())
+            }
+        };
         Ok(at)
     }
 
@@ -802,6 +848,7 @@ fn selftest(a: SelftestArgs) -> Result<()> {
         a.common.target_base.as_deref(),
         &Placement {
             prompt: w.at.prompt,
+            space: w.at.space.clone(),
             ..Placement::cpu_f32()
         },
     )?;

@@ -2,26 +2,34 @@
 //! expects, and the decoding constraint over the model's own token ids.
 //!
 //! The dataset keeps identifiers as code strings (interned as its compact vocabulary ids); the
-//! model side maps them here, so one dataset serves models of either prompt style. Code tokens are
+//! model side maps them here, so one dataset serves models of any prompt style. Code tokens are
 //! looked up by their string in the model's tokenizer, never computed: LC-Rec adds only the codes
 //! its index uses, in string order, after the base vocabulary. A dataset code the tokenizer lacks
 //! is an error naming the token and the checkpoint.
 //!
-//! Decoding runs in model ids throughout (prompt, trie, traces); [`TokenSpace::identifier`] maps a
-//! generated beam back to the dataset's identifier for metrics and titles.
+//! The recommender [`Profile`] says how prompts are built (compact ids, text pieces, or the
+//! checkpoint's chat template), how items are written in them, the tokenizer's loading rules,
+//! and the fixed tokens generated around the codes (MiniOneRec's `\n` + EOS), which the
+//! constraint forces and the beams' scores include. Decoding runs in model ids throughout (prompt,
+//! trie, traces); [`TokenSpace::identifier`] maps a generated sequence back to the dataset's
+//! identifier for metrics and titles. Generated code tokens are always the code tokens' own ids,
+//! however the prompt's text tokenizes.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use crate::data::Dataset;
 use crate::ids::{Identifier, PrefixAutomaton, SPECIALS};
-use crate::model::{Llm, ModelTokenizer, PromptStyle};
+use crate::model::{Llm, ModelTokenizer, PromptStyle, TokenizerRules};
+use crate::profile::chat::{self, Message};
+use crate::profile::{self, Constraint, Profile, ProfileChoice, Prompt, SpecialTokens};
+use crate::text::quoted;
 use crate::{Error, Result};
 
 /// The reference prompt (LC-Rec's instruction template, as the method's reference code fills it):
 /// `{history}` is each history item's code tokens concatenated (`<a_1><b_2><c_3><d_4>`), items
 /// joined by `", "`, oldest first. Encoded with the tokenizer's special tokens (BOS where the
-/// tokenizer adds one), no trailing space or newline.
+/// tokenizer adds one), no trailing space or newline. (The `lc-rec` profile's one piece.)
 pub const REFERENCE_TEMPLATE: &str = "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\nThe user has interacted with items {history} in chronological order. Can you predict the next possible item that the user may expect?\n\n### Response:";
 
 /// Fails unless `model` was trained on exactly the dataset's vocabulary: same tokens, same ids.
@@ -40,8 +48,8 @@ pub fn check_vocab(model: &Llm, data: &Dataset) -> Result<()> {
     let detail = match first {
         Some(i) => format!(
             "token id {i} is {} in the model but {} in the dataset",
-            crate::text::quoted(&mine[i], 40),
-            crate::text::quoted(&theirs[i], 40)
+            quoted(&mine[i], 40),
+            quoted(&theirs[i], 40)
         ),
         None => format!(
             "the model has {} tokens, the dataset {}",
@@ -58,33 +66,114 @@ pub fn check_vocab(model: &Llm, data: &Dataset) -> Result<()> {
     ))
 }
 
+/// What the caller chose for a token space; `None`s are detected or taken from the profile.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SpaceOptions {
+    pub profile: Option<ProfileChoice>,
+    /// Overrides the profile's tokenizer rules.
+    pub rules: Option<TokenizerRules>,
+    /// Overrides the profile's `decode.score_fixed`.
+    pub score_fixed: Option<bool>,
+}
+
 /// A model's view of a dataset (see the module documentation).
 #[derive(Clone, Debug)]
 pub struct TokenSpace {
+    /// Compact vocabulary or an LLM tokenizer.
     pub style: PromptStyle,
-    /// Model token id of every dataset vocabulary id (`None` for the dataset's specials in
-    /// reference style, which the reference prompt does not use).
+    pub profile: Profile,
+    /// Why this profile (detected, or asked for).
+    pub profile_why: String,
+    /// Model token id of every dataset vocabulary id (`None` for the dataset's specials with an
+    /// LLM tokenizer, whose prompts do not use them).
     model_of: Vec<Option<u32>>,
     /// Dataset vocabulary id of every model token that is an item code.
     data_of: HashMap<u32, u32>,
-    /// The decoding constraint: a prefix trie over every item's identifier, in model ids.
+    /// The decoding constraint over the model's ids: the fixed tokens before the codes, the
+    /// codes (a trie of every item, or per level), the fixed tokens after.
     pub trie: PrefixAutomaton,
+    /// Fixed tokens generated before and after the codes (forced; scored).
+    pub before: Vec<u32>,
+    pub after: Vec<u32>,
+    /// Text appended to the prompt: the profile's `before` when fixed tokens are not scored.
+    prompt_suffix: String,
+    /// The chat template a chat profile renders.
+    chat_template: Option<String>,
     /// Compact style: the model's `<bos>` and `<sep>`.
     bos: u32,
     sep: u32,
     tokenizer: ModelTokenizer,
+    /// Identifier levels L.
+    levels: usize,
+    /// What loading found worth saying (code tokens split in the prompt, the fixed tokens).
+    pub notes: Vec<String>,
     /// The model's name, for errors.
     model: PathBuf,
 }
 
 impl TokenSpace {
-    /// Maps the dataset's codes into `llm`'s tokens, in the model's prompt style.
+    /// Maps the dataset's codes into `llm`'s tokens with the detected profile.
     pub fn new(data: &Dataset, llm: &Llm) -> Result<TokenSpace> {
+        Self::with_options(data, llm, &SpaceOptions::default())
+    }
+
+    /// Maps the dataset's codes into `llm`'s tokens with the profile `opts` chooses (detected
+    /// when it chooses none).
+    pub fn with_options(data: &Dataset, llm: &Llm, opts: &SpaceOptions) -> Result<TokenSpace> {
+        let resolved = match &opts.profile {
+            Some(choice) => profile::Resolved {
+                profile: Profile::load(choice)?,
+                why: "chosen with --profile".into(),
+            },
+            None => profile::detect(&profile::Clues {
+                compact: llm.style == PromptStyle::Compact,
+                declared: llm.config().prompt_style.as_deref(),
+                sid_markers: llm.tokenizer.token_to_id("<|sid_begin|>").is_some()
+                    && llm.tokenizer.token_to_id("<|sid_end|>").is_some(),
+                has_chat_template: llm.tokenizer.chat_template.is_some(),
+                levels: data.levels,
+            }),
+        };
+        let mut profile = resolved.profile;
+        if let Some(f) = opts.score_fixed {
+            profile.decode.score_fixed = Some(f);
+        }
+        if let Some(r) = opts.rules {
+            profile.tokenizer.rules = Some(r);
+        }
+        Self::build(data, llm, profile, resolved.why)
+    }
+
+    /// The draft's view of the dataset under the target's profile (a draft is prompted exactly
+    /// as its target).
+    pub fn for_draft(&self, data: &Dataset, draft: &Llm) -> Result<TokenSpace> {
+        Self::build(data, draft, self.profile.clone(), self.profile_why.clone())
+    }
+
+    fn build(data: &Dataset, llm: &Llm, profile: Profile, why: String) -> Result<TokenSpace> {
         let model = llm.dir.clone().unwrap_or_else(|| PathBuf::from(&llm.name));
-        let tok = &llm.tokenizer;
+        let compact_profile = matches!(profile.prompt, Prompt::Compact);
+        if compact_profile != (llm.style == PromptStyle::Compact) {
+            return Err(Error::invalid(
+                "profile",
+                if compact_profile {
+                    format!("{} has an LLM tokenizer; the compact profile needs this project's word-level vocabulary", model.display())
+                } else {
+                    format!("{} has a compact word-level vocabulary, which cannot encode the {} profile's text", model.display(), profile.name)
+                },
+            ));
+        }
+        // The tokenizer as the profile's rules load it.
+        let rules = profile.rules();
+        let tokenizer = match (&llm.tokenizer_dir, llm.style) {
+            (Some(dir), PromptStyle::Reference) if rules != llm.tokenizer.rules => {
+                ModelTokenizer::load_dir(dir, Some(&llm.config().model_type), rules)?
+            }
+            _ => llm.tokenizer.clone(),
+        };
         let vocab_size = llm.config().vocab_size as u32;
         let lookup = |token: &str| -> Result<u32> {
-            match tok.token_to_id(token) {
+            match tokenizer.token_to_id(token) {
                 Some(id) if id < vocab_size => Ok(id),
                 Some(id) => Err(Error::model(
                     &model,
@@ -96,7 +185,7 @@ impl TokenSpace {
                     &model,
                     format!(
                         "the tokenizer has no token {} for an item code of dataset {} ({})",
-                        crate::text::quoted(token, 40),
+                        quoted(token, 40),
                         data.dir.display(),
                         match llm.style {
                             PromptStyle::Reference => "add the dataset's code tokens to the tokenizer, as LC-Rec does, and fine-tune",
@@ -131,86 +220,291 @@ impl TokenSpace {
         let map = |ident: &Identifier| -> Identifier {
             ident.map(|t| model_of[t as usize].expect("codes are mapped"))
         };
-        let items: Vec<Identifier> = data.items.iter().map(map).collect();
-        let trie = PrefixAutomaton::trie(&items).map_err(|m| Error::data(&data.dir, m))?;
-        // The prompt must carry each code as its own token. A tokenizer.json converted from a
-        // slow SentencePiece tokenizer can split `<b_69>` into `<`, `b`, `_`, ... when the added
-        // tokens sit under its normalizer: the ids would then not be the ones the model was
-        // fine-tuned on.
-        if let (PromptStyle::Reference, Some(first)) = (llm.style, data.items.first()) {
-            let text = data.vocab.render(first);
-            let got = tok
-                .encode_plain(&text)
+        let mut notes = Vec::new();
+        // The fixed tokens around the codes, tokenized in context (the text after a code token
+        // tokenizes as it does after the codes in the framework's own constraint).
+        let fill =
+            |text: &str| fill_specials(text, &tokenizer, llm).map_err(|m| Error::model(&model, m));
+        let (before, after, prompt_suffix) = match (&profile.prompt, profile.decode.scores_fixed())
+        {
+            (Prompt::Compact, _) => (Vec::new(), Vec::new(), String::new()),
+            (_, true) => {
+                let first = data
+                    .items
+                    .first()
+                    .ok_or_else(|| Error::data(&data.dir, "no items"))?;
+                let (b, a) = fixed_tokens(
+                    &tokenizer,
+                    &fill(&profile.decode.before)?,
+                    &data.vocab.render(first),
+                    map(first).as_slice(),
+                    &fill(&profile.decode.after)?,
+                )
                 .map_err(|m| Error::model(&model, m))?;
-            let want: Vec<u32> = map(first).to_vec();
-            if got != want {
-                return Err(Error::model(
-                    &model,
-                    format!(
-                        "its tokenizer.json does not keep the code tokens whole: {text} encodes as {got:?}, not {want:?} (check the added tokens are not normalized; README \"Your own model\")"
-                    ),
-                ));
+                (b, a, String::new())
+            }
+            (_, false) => (Vec::new(), Vec::new(), fill(&profile.decode.before)?),
+        };
+        if !before.is_empty() || !after.is_empty() {
+            let show = |ids: &[u32]| -> String {
+                tokenizer
+                    .tokens(ids)
+                    .iter()
+                    .map(|t| quoted(t, 20))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            notes.push(format!(
+                "fixed tokens generated around the codes (forced by the constraint, scored): before [{}], after [{}]",
+                show(&before),
+                show(&after)
+            ));
+        }
+        let seqs: Vec<Vec<u32>> = data
+            .items
+            .iter()
+            .map(|i| [before.as_slice(), map(i).as_slice(), after.as_slice()].concat())
+            .collect();
+        let trie = match profile.decode.constraint {
+            Constraint::Trie => PrefixAutomaton::trie(&seqs),
+            Constraint::PerLevel => {
+                let mut sets: Vec<Vec<u32>> = before.iter().map(|&t| vec![t]).collect();
+                for l in 0..data.levels {
+                    let mut s: Vec<u32> = data.items.iter().map(|i| map(i)[l]).collect();
+                    s.sort_unstable();
+                    s.dedup();
+                    sets.push(s);
+                }
+                sets.extend(after.iter().map(|&t| vec![t]));
+                PrefixAutomaton::per_depth(&sets)
             }
         }
-        Ok(TokenSpace {
+        .map_err(|m| Error::data(&data.dir, m))?;
+        let chat_template = match &profile.prompt {
+            Prompt::Chat { template: Some(path), .. } => Some(
+                std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?,
+            ),
+            Prompt::Chat { .. } => Some(tokenizer.chat_template.clone().ok_or_else(|| {
+                Error::model(
+                    &model,
+                    format!(
+                        "has no chat template (chat_template.jinja, or tokenizer_config.json's chat_template), which the {} profile renders: give one with a profile's prompt.template",
+                        profile.name
+                    ),
+                )
+            })?),
+            _ => None,
+        };
+        let space = TokenSpace {
             style: llm.style,
+            profile,
+            profile_why: why,
             trie,
+            before,
+            after,
+            prompt_suffix,
+            chat_template,
             model_of,
             data_of,
             bos,
             sep,
-            tokenizer: tok.clone(),
+            levels: data.levels,
+            tokenizer,
+            notes,
             model,
-        })
+        };
+        let mut space = space;
+        if llm.style == PromptStyle::Reference {
+            // The prompt must render (a broken chat template fails here, not mid-run), and
+            // whether the history's code tokens stay whole is worth saying.
+            let probe: Vec<u32> = (0..data.num_items().min(3) as u32).collect();
+            space.prompt(data, &probe)?;
+            if let Some(n) = space.split_note(data) {
+                space.notes.push(n);
+            }
+            space.notes.extend(space.tokenizer.notes.iter().cloned());
+        }
+        Ok(space)
+    }
+
+    /// The tokenizer the prompts are encoded with.
+    pub fn tokenizer(&self) -> &ModelTokenizer {
+        &self.tokenizer
+    }
+
+    /// Says how many of the dataset's code tokens the prompt's tokenization splits into pieces
+    /// (each checked at the start of a text and right after another code): transformers encodes
+    /// them the same way, so a model fine-tuned with this tokenizer saw them so.
+    fn split_note(&self, data: &Dataset) -> Option<String> {
+        let codes: Vec<(u32, &str)> = data
+            .vocab
+            .tokens()
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| !SPECIALS.contains(&t.as_str()))
+            .map(|(i, t)| (self.model_of[i].unwrap_or(0), t.as_str()))
+            .collect();
+        let anchor = codes.first()?;
+        let mut split = Vec::new();
+        for &(id, text) in &codes {
+            let alone = self.tokenizer.encode_plain(text).ok()?;
+            let after = self
+                .tokenizer
+                .encode_plain(&format!("{}{text}", anchor.1))
+                .ok()?;
+            let whole = alone == [id] && after == [anchor.0, id];
+            if !whole {
+                split.push((text, after));
+            }
+        }
+        let (text, pieces) = split.first()?;
+        Some(format!(
+            "{} of {} code tokens encode in pieces in prompts under these tokenizer rules (e.g. {}{} -> {}); transformers does the same, so the model saw them so. Generated codes are the code tokens' own ids",
+            split.len(),
+            codes.len(),
+            anchor.1,
+            text,
+            self.tokenizer.tokens(pieces).join(" ")
+        ))
+    }
+
+    /// The history's items written as the profile writes them, joined.
+    fn history_text(&self, data: &Dataset, history: &[u32]) -> Result<String> {
+        let items: Vec<String> = history
+            .iter()
+            .enumerate()
+            .map(|(i, &item)| {
+                let ident = data.items.get(item as usize).ok_or_else(|| {
+                    Error::invalid("history", format!("item {item} is not in the dataset"))
+                })?;
+                Ok(self
+                    .profile
+                    .items
+                    .item
+                    .replace("{codes}", &data.vocab.render(ident))
+                    .replace("{title}", &data.title(item))
+                    .replace("{position}", &(i + 1).to_string()))
+            })
+            .collect::<Result<_>>()?;
+        Ok(items.join(&self.profile.items.separator))
+    }
+
+    /// The prompt's text pieces, each with whether it is encoded with the tokenizer's special
+    /// tokens (text and chat profiles; empty for compact).
+    pub fn prompt_pieces(
+        &self,
+        data: &Dataset,
+        history: &[u32],
+    ) -> Result<Vec<(String, SpecialTokens)>> {
+        let hist = self.history_text(data, history)?;
+        let mut out = match &self.profile.prompt {
+            Prompt::Compact => return Ok(Vec::new()),
+            Prompt::Text {
+                pieces,
+                special_tokens,
+            } => pieces
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let mode = match special_tokens {
+                        SpecialTokens::BosFirst if i > 0 => SpecialTokens::None,
+                        m => *m,
+                    };
+                    (p.replace("{history}", &hist), mode)
+                })
+                .collect::<Vec<_>>(),
+            Prompt::Chat {
+                system,
+                user,
+                generation_prefix,
+                variables,
+                ..
+            } => {
+                let mut messages = Vec::new();
+                if let Some(s) = system.as_ref().filter(|s| !s.is_empty()) {
+                    messages.push(Message {
+                        role: "system".into(),
+                        content: s.replace("{history}", &hist),
+                    });
+                }
+                messages.push(Message {
+                    role: "user".into(),
+                    content: user.replace("{history}", &hist),
+                });
+                let template = self.chat_template.as_deref().unwrap_or_default();
+                let text = chat::render(
+                    template,
+                    &messages,
+                    true,
+                    &self.tokenizer.special_tokens,
+                    variables,
+                )
+                .map_err(|m| Error::model(&self.model, m))?;
+                vec![(format!("{text}{generation_prefix}"), SpecialTokens::None)]
+            }
+        };
+        if let Some(last) = out.last_mut() {
+            last.0.push_str(&self.prompt_suffix);
+        }
+        Ok(out)
     }
 
     /// The prompt for a history (0-based items, oldest first), in model ids.
     pub fn prompt(&self, data: &Dataset, history: &[u32]) -> Result<Vec<u32>> {
-        let ident = |item: u32| -> Result<&Identifier> {
-            data.items.get(item as usize).ok_or_else(|| {
-                Error::invalid("history", format!("item {item} is not in the dataset"))
-            })
-        };
-        match self.style {
-            PromptStyle::Compact => {
-                let mut out = Vec::with_capacity(history.len() * data.levels + 2);
-                out.push(self.bos);
-                for &item in history {
-                    for &t in ident(item)?.iter() {
-                        out.push(self.model_of[t as usize].expect("codes are mapped"));
-                    }
+        if let Prompt::Compact = self.profile.prompt {
+            let mut out = Vec::with_capacity(history.len() * data.levels + 2);
+            out.push(self.bos);
+            for &item in history {
+                let ident = data.items.get(item as usize).ok_or_else(|| {
+                    Error::invalid("history", format!("item {item} is not in the dataset"))
+                })?;
+                for &t in ident.iter() {
+                    out.push(self.model_of[t as usize].expect("codes are mapped"));
                 }
-                out.push(self.sep);
-                Ok(out)
             }
-            PromptStyle::Reference => {
-                let items: Vec<String> = history
-                    .iter()
-                    .map(|&item| Ok(data.vocab.render(ident(item)?)))
-                    .collect::<Result<_>>()?;
-                let text = REFERENCE_TEMPLATE.replace("{history}", &items.join(", "));
-                self.tokenizer
-                    .encode(&text)
-                    .map_err(|m| Error::model(&self.model, m))
-            }
+            out.push(self.sep);
+            return Ok(out);
         }
+        let mut out = Vec::new();
+        for (text, mode) in self.prompt_pieces(data, history)? {
+            let ids = match mode {
+                SpecialTokens::All => self.tokenizer.encode(&text),
+                SpecialTokens::None => self.tokenizer.encode_plain(&text),
+                SpecialTokens::BosFirst => self.tokenizer.encode_plain(&text).map(|ids| {
+                    let bos = self.tokenizer.special_id("bos_token");
+                    bos.into_iter().chain(ids).collect()
+                }),
+            }
+            .map_err(|m| Error::model(&self.model, m))?;
+            out.extend(ids);
+        }
+        Ok(out)
     }
 
-    /// The dataset identifier of a generated beam (model ids), if it is one.
+    /// The dataset identifier of a generated sequence (model ids, fixed tokens included), if
+    /// it is one.
     pub fn identifier(&self, tokens: &[u32]) -> Option<Identifier> {
         if tokens.len() != self.trie.depth() {
             return None;
         }
-        let codes: Option<Vec<u32>> = tokens
-            .iter()
-            .map(|t| self.data_of.get(t).copied())
-            .collect();
-        Identifier::new(&codes?)
+        let codes = tokens.get(self.before.len()..self.before.len() + self.levels)?;
+        let ids: Option<Vec<u32>> = codes.iter().map(|t| self.data_of.get(t).copied()).collect();
+        Identifier::new(&ids?)
     }
 
-    /// A dataset identifier in the model's token ids.
+    /// A dataset identifier in the model's token ids (the codes alone).
     pub fn model_tokens(&self, ident: &Identifier) -> Identifier {
         ident.map(|t| self.model_of[t as usize].expect("codes are mapped"))
+    }
+
+    /// The whole generated sequence of an item: fixed tokens and codes, in model ids.
+    pub fn sequence(&self, ident: &Identifier) -> Vec<u32> {
+        [
+            self.before.as_slice(),
+            self.model_tokens(ident).as_slice(),
+            self.after.as_slice(),
+        ]
+        .concat()
     }
 
     /// The identifiers of ranked beams, in order, skipping anything that is not one.
@@ -224,20 +518,25 @@ impl TokenSpace {
             .collect()
     }
 
-    /// The model token of each dataset code token, by model id: what a session needs to print
-    /// generated tokens without the model.
+    /// The model token of each dataset code token and fixed token, by model id: what a session
+    /// needs to print generated tokens without the model.
     pub fn code_names(&self, data: &Dataset) -> Vec<(u32, String)> {
         let mut v: Vec<(u32, String)> = self
             .data_of
             .iter()
             .map(|(&m, &d)| (m, data.vocab.token(d).into_owned()))
             .collect();
+        for &t in self.before.iter().chain(&self.after) {
+            if !v.iter().any(|(id, _)| *id == t) {
+                v.push((t, fixed_name(&self.tokenizer, t)));
+            }
+        }
         v.sort();
         v
     }
 
     /// Fails unless `draft` sees the dataset exactly as this (the target's) space does: same
-    /// prompt style, the same model id for every code, and the same prompts.
+    /// profile, the same model id for every code, the same fixed tokens and the same prompts.
     pub fn check_draft(&self, draft: &TokenSpace, data: &Dataset) -> Result<()> {
         let differ = |m: String| {
             Error::model(
@@ -269,6 +568,12 @@ impl TokenSpace {
                 b.map_or("-".into(), |x| x.to_string())
             )));
         }
+        if (&self.before, &self.after) != (&draft.before, &draft.after) {
+            return Err(differ(format!(
+                "the fixed tokens differ: target {:?} / {:?}, draft {:?} / {:?}",
+                self.before, self.after, draft.before, draft.after
+            )));
+        }
         // Same codes; the prompt's other tokens must agree too (one prompt feeds both models).
         let probe: Vec<u32> = (0..data.num_items().min(3) as u32).collect();
         if self.prompt(data, &probe)? != draft.prompt(data, &probe)? {
@@ -278,4 +583,76 @@ impl TokenSpace {
         }
         Ok(())
     }
+}
+
+/// `{eos}`, `{bos}`, `{pad}` and `{unk}` in a profile's text, replaced by the tokenizer's own
+/// token (tokenizer_config.json's, else config.json's `eos_token_id` / `bos_token_id`).
+fn fill_specials(
+    text: &str,
+    tok: &ModelTokenizer,
+    llm: &Llm,
+) -> std::result::Result<String, String> {
+    let mut out = text.to_string();
+    for name in ["eos", "bos", "pad", "unk"] {
+        let key = format!("{{{name}}}");
+        if !out.contains(&key) {
+            continue;
+        }
+        let from_config = match name {
+            "eos" => llm.config().eos_token_id,
+            "bos" => llm.config().bos_token_id,
+            _ => None,
+        }
+        .and_then(|id| tok.vocab().get(id as usize).cloned());
+        let token = tok
+            .special_tokens
+            .get(&format!("{name}_token"))
+            .cloned()
+            .or(from_config)
+            .ok_or_else(|| {
+                format!(
+                    "the profile's {key} needs the tokenizer's {name}_token, which neither tokenizer_config.json nor config.json names"
+                )
+            })?;
+        out = out.replace(&key, &token);
+    }
+    Ok(out)
+}
+
+/// The fixed tokens before and after the codes: `before + codes + after` encoded as one text
+/// (as MiniOneRec builds its constraint from `"### Response:\n" + SID + "\n"`), split around
+/// the codes' own ids. When the codes do not come out whole, the two texts are encoded alone.
+fn fixed_tokens(
+    tok: &ModelTokenizer,
+    before: &str,
+    codes_text: &str,
+    codes: &[u32],
+    after: &str,
+) -> std::result::Result<(Vec<u32>, Vec<u32>), String> {
+    if before.is_empty() && after.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let all = tok.encode_plain(&format!("{before}{codes_text}{after}"))?;
+    if let Some(i) = all.windows(codes.len()).position(|w| w == codes) {
+        return Ok((all[..i].to_vec(), all[i + codes.len()..].to_vec()));
+    }
+    let alone = |t: &str| {
+        if t.is_empty() {
+            Ok(Vec::new())
+        } else {
+            tok.encode_plain(t)
+        }
+    };
+    Ok((alone(before)?, alone(after)?))
+}
+
+/// A readable name for a fixed token: its text with control characters escaped (`\n`).
+fn fixed_name(tok: &ModelTokenizer, id: u32) -> String {
+    let text = tok.decode(&[id]).unwrap_or_default();
+    let text = if text.is_empty() {
+        tok.tokens(&[id]).concat()
+    } else {
+        text
+    };
+    text.escape_debug().to_string()
 }

@@ -34,8 +34,18 @@ pub fn read_config(dir: &Path) -> Result<ModelConfig> {
     ModelConfig::from_json(&v).map_err(|m| Error::model(&path, m))
 }
 
-/// The checkpoint's `tokenizer.json`.
+/// The checkpoint's `tokenizer.json`, as transformers 5 loads it beside its tokenizer_config.json.
 pub fn read_tokenizer(dir: &Path) -> Result<ModelTokenizer> {
+    read_tokenizer_as(dir, None, super::TokenizerRules::default())
+}
+
+/// The checkpoint's tokenizer as `rules` load it (see [`super::tokenizer::transformers`]);
+/// `model_type` (config.json's) picks the tokenizer class when tokenizer_config.json names none.
+pub fn read_tokenizer_as(
+    dir: &Path,
+    model_type: Option<&str>,
+    rules: super::TokenizerRules,
+) -> Result<ModelTokenizer> {
     let path = dir.join(TOKENIZER);
     if !path.exists() {
         let hint = if dir.join("tokenizer.model").exists() {
@@ -48,7 +58,7 @@ pub fn read_tokenizer(dir: &Path) -> Result<ModelTokenizer> {
             format!("missing (the vocabulary is read from it){hint}"),
         ));
     }
-    ModelTokenizer::from_file(&path)
+    ModelTokenizer::load_dir(dir, model_type, rules)
 }
 
 /// Vocabulary of `tokenizer.json` in id order.

@@ -24,7 +24,7 @@ pub use config::{Arch, ModelConfig};
 pub use llama::{Llama, Rotary};
 pub use lora::AdapterInfo;
 pub use summary::{summarize, CheckpointSummary};
-pub use tokenizer::{ModelTokenizer, PromptStyle, TokenizerKind};
+pub use tokenizer::{ModelTokenizer, PromptStyle, TokenizerKind, TokenizerRules};
 
 use crate::{Error, Result};
 
@@ -35,7 +35,10 @@ pub struct Llm {
     /// Token strings in id order (from `tokenizer.json`).
     pub vocab: Vec<String>,
     pub tokenizer: ModelTokenizer,
-    /// How prompts for this model are built (detected, or chosen at load).
+    /// The folder the tokenizer files came from (the checkpoint's, or an adapter's own), so a
+    /// profile with other tokenizer rules can read them again.
+    pub tokenizer_dir: Option<PathBuf>,
+    /// Compact vocabulary or an LLM tokenizer (detected, or chosen at load).
     pub style: PromptStyle,
     /// The LoRA adapter merged into the weights, if any.
     pub adapter: Option<AdapterInfo>,
@@ -57,6 +60,8 @@ pub struct LoadOptions {
     pub base: Option<PathBuf>,
     /// Overrides the detected prompt style.
     pub prompt: Option<PromptStyle>,
+    /// How the tokenizer files load (default: as transformers 5 loads them).
+    pub tokenizer_rules: Option<TokenizerRules>,
 }
 
 impl LoadOptions {
@@ -66,6 +71,7 @@ impl LoadOptions {
             dtype,
             base: None,
             prompt: None,
+            tokenizer_rules: None,
         }
     }
 }
@@ -128,7 +134,11 @@ impl Llm {
             }
             _ => ckpt.clone(),
         };
-        let tokenizer = checkpoint::read_tokenizer(&tok_dir)?;
+        let tokenizer = checkpoint::read_tokenizer_as(
+            &tok_dir,
+            Some(&cfg.model_type),
+            opts.tokenizer_rules.unwrap_or_default(),
+        )?;
         let dtype = match opts.dtype {
             Some(d) => d,
             None => weights::stored_dtype(&ckpt)?,
@@ -210,6 +220,7 @@ impl Llm {
             model,
             vocab: tokenizer.vocab().to_vec(),
             tokenizer,
+            tokenizer_dir: Some(tok_dir),
             style,
             adapter: adapter.map(|a| a.info),
             name: folder_name(dir),
@@ -260,6 +271,7 @@ impl Llm {
             model,
             vocab,
             tokenizer,
+            tokenizer_dir: None,
             style: PromptStyle::Compact,
             adapter: None,
             name: "random".into(),

@@ -88,6 +88,7 @@ impl Weights {
             model: Llama::new(&self.cfg, vb)?,
             vocab: self.vocab.clone(),
             tokenizer: crate::model::ModelTokenizer::word_level(&self.vocab),
+            tokenizer_dir: None,
             style: crate::model::PromptStyle::Compact,
             adapter: None,
             name: name.to_string(),
