@@ -56,6 +56,19 @@ enum Command {
         /// Base checkpoint of an adapter folder (default: its base_model_name_or_path).
         #[arg(long, value_name = "DIR")]
         base: Option<PathBuf>,
+        /// With a checkpoint: the dataset whose codes it speaks; prints the recommender profile
+        /// (detected, and why), the tokenizer rules and what they change, and the fixed tokens.
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+        /// With a checkpoint: print this user's exact prompt text and ids (the dataset defaults
+        /// to the shipped one).
+        #[arg(long, value_name = "UID")]
+        user: Option<u32>,
+        /// History length H of the prompt.
+        #[arg(long, default_value_t = DEFAULT_HISTORY)]
+        history: usize,
+        #[command(flatten)]
+        profile: ProfileArgs,
     },
     /// Write a randomly initialised checkpoint sized for a dataset's vocabulary.
     NewModel(NewModelArgs),
@@ -254,25 +267,9 @@ struct SelftestArgs {
     json: Option<PathBuf>,
 }
 
-#[derive(Args, Clone)]
-struct Common {
-    /// Dataset folder (reference layout).
-    #[arg(long, default_value_os_t = default_asset("beauty"))]
-    data: PathBuf,
-    /// Target checkpoint folder, or a PEFT LoRA adapter folder (merged at load over its base).
-    #[arg(long, default_value_os_t = default_asset("models/target"))]
-    target: PathBuf,
-    /// Base checkpoint of a --target adapter (default: the adapter's base_model_name_or_path,
-    /// when that is a local folder).
-    #[arg(long, value_name = "DIR")]
-    target_base: Option<PathBuf>,
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// Weight dtype on the device: f32, f16, bf16, or auto (as stored: a 16-bit LLM stays
-    /// 16-bit, no f32 copy).
-    #[arg(long, default_value = "auto")]
-    dtype: String,
+/// How a checkpoint's prompts are built: the recommender profile and its overrides.
+#[derive(Args, Clone, Default)]
+struct ProfileArgs {
     /// Recommender profile: how prompts are built and tokenized and which fixed tokens are
     /// generated around the codes. compact (this project's models), lc-rec (LC-Rec / AtSpeed),
     /// minionerec, openonerec, or a TOML/JSON profile file (README "Your own model"). Default:
@@ -293,6 +290,29 @@ struct Common {
     /// the codes alone.
     #[arg(long, value_name = "scored|skipped")]
     fixed_tokens: Option<String>,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Dataset folder (reference layout).
+    #[arg(long, default_value_os_t = default_asset("beauty"))]
+    data: PathBuf,
+    /// Target checkpoint folder, or a PEFT LoRA adapter folder (merged at load over its base).
+    #[arg(long, default_value_os_t = default_asset("models/target"))]
+    target: PathBuf,
+    /// Base checkpoint of a --target adapter (default: the adapter's base_model_name_or_path,
+    /// when that is a local folder).
+    #[arg(long, value_name = "DIR")]
+    target_base: Option<PathBuf>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Weight dtype on the device: f32, f16, bf16, or auto (as stored: a 16-bit LLM stays
+    /// 16-bit, no f32 copy).
+    #[arg(long, default_value = "auto")]
+    dtype: String,
+    #[command(flatten)]
+    profile: ProfileArgs,
     /// Base checkpoint of draft adapters (default: each adapter's base_model_name_or_path).
     #[arg(long, value_name = "DIR")]
     draft_base: Option<PathBuf>,
@@ -550,7 +570,14 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Replay { file, export_svg }) => replay(&file, export_svg.as_deref()),
         Some(Command::Recommend(a)) => recommend(a),
         Some(Command::Bench(a)) => bench(a),
-        Some(Command::Inspect { dir, base }) => inspect(&dir, base.as_deref()),
+        Some(Command::Inspect {
+            dir,
+            base,
+            data,
+            user,
+            history,
+            profile,
+        }) => inspect(&dir, base.as_deref(), data, user, history, &profile),
         Some(Command::NewModel(a)) => new_model(a),
         Some(Command::Selftest(a)) => selftest(a),
         Some(Command::Train {
@@ -573,18 +600,25 @@ impl TuiArgs {
     }
 }
 
-impl Common {
-    fn placement(&self) -> Result<Placement> {
-        let mut at = Placement::parse(&self.device, &self.dtype)?;
+impl ProfileArgs {
+    /// The prompt style `--prompt` forces, and the token-space options.
+    fn options(
+        &self,
+    ) -> Result<(
+        Option<atspeed::model::PromptStyle>,
+        atspeed::space::SpaceOptions,
+    )> {
         let style: Option<atspeed::model::PromptStyle> =
             self.prompt.as_deref().map(str::parse).transpose()?;
-        at.prompt = style;
-        at.space.profile = self
-            .profile
-            .as_deref()
-            .or(style.map(|s| s.name()))
-            .map(atspeed::profile::ProfileChoice::parse);
-        at.space.rules = self
+        let mut space = atspeed::space::SpaceOptions {
+            profile: self
+                .profile
+                .as_deref()
+                .or(style.map(|s| s.name()))
+                .map(atspeed::profile::ProfileChoice::parse),
+            ..Default::default()
+        };
+        space.rules = self
             .tokenizer_rules
             .as_deref()
             .map(|r| {
@@ -592,7 +626,7 @@ impl Common {
                     .map_err(|m: String| atspeed::Error::invalid("tokenizer_rules", m))
             })
             .transpose()?;
-        at.space.score_fixed = match self.fixed_tokens.as_deref() {
+        space.score_fixed = match self.fixed_tokens.as_deref() {
             None => None,
             Some("scored") => Some(true),
             Some("skipped") => Some(false),
@@ -604,6 +638,14 @@ impl Common {
                 .into())
             }
         };
+        Ok((style, space))
+    }
+}
+
+impl Common {
+    fn placement(&self) -> Result<Placement> {
+        let mut at = Placement::parse(&self.device, &self.dtype)?;
+        (at.prompt, at.space) = self.profile.options()?;
         Ok(at)
     }
 
@@ -797,11 +839,32 @@ fn bench(a: BenchArgs) -> Result<()> {
     Ok(report.strict_verdict()?)
 }
 
-fn inspect(dir: &Path, base: Option<&Path>) -> Result<()> {
-    if dir.join(checkpoint::CONFIG).exists() || atspeed::model::lora::is_adapter(dir) {
-        println!("{}", atspeed::model::summarize(dir, base)?);
-    } else {
+fn inspect(
+    dir: &Path,
+    base: Option<&Path>,
+    data: Option<PathBuf>,
+    user: Option<u32>,
+    history: usize,
+    profile: &ProfileArgs,
+) -> Result<()> {
+    if !(dir.join(checkpoint::CONFIG).exists() || atspeed::model::lora::is_adapter(dir)) {
         println!("{}", Dataset::load(dir)?.summary());
+        return Ok(());
+    }
+    let (_, opts) = profile.options()?;
+    let summary = atspeed::model::summarize(dir, base, opts.rules)?;
+    println!("{summary}");
+    let data = match (data, user) {
+        (Some(d), _) => d,
+        (None, Some(_)) => default_asset("beauty"),
+        (None, None) => return Ok(()),
+    };
+    let data = Dataset::load(&data)?;
+    let space = atspeed::space::TokenSpace::of_view(&data, summary.view(), &opts)?;
+    print!("{}", space.describe());
+    if let Some(uid) = user {
+        let sample = data.user_sample(uid, history)?;
+        print!("{}", space.describe_prompt(&data, &sample.history)?);
     }
     Ok(())
 }

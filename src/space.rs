@@ -20,7 +20,7 @@ use std::path::PathBuf;
 
 use crate::data::Dataset;
 use crate::ids::{Identifier, PrefixAutomaton, SPECIALS};
-use crate::model::{Llm, ModelTokenizer, PromptStyle, TokenizerRules};
+use crate::model::{Llm, ModelConfig, ModelTokenizer, PromptStyle, TokenizerRules};
 use crate::profile::chat::{self, Message};
 use crate::profile::{self, Constraint, Profile, ProfileChoice, Prompt, SpecialTokens};
 use crate::text::quoted;
@@ -32,18 +32,46 @@ use crate::{Error, Result};
 /// tokenizer adds one), no trailing space or newline. (The `lc-rec` profile's one piece.)
 pub const REFERENCE_TEMPLATE: &str = "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\nThe user has interacted with items {history} in chronological order. Can you predict the next possible item that the user may expect?\n\n### Response:";
 
+/// What a token space needs of a model: its name, config, tokenizer and style, not its weights
+/// (so `inspect` can build one for a 7B checkpoint from its files alone).
+#[derive(Clone, Copy)]
+pub struct ModelView<'a> {
+    /// The model's folder (or name), for errors.
+    pub path: &'a std::path::Path,
+    pub config: &'a ModelConfig,
+    pub tokenizer: &'a ModelTokenizer,
+    /// Where the tokenizer files are, to read them again under other rules.
+    pub tokenizer_dir: Option<&'a std::path::Path>,
+    pub style: PromptStyle,
+}
+
+impl<'a> ModelView<'a> {
+    pub fn of(llm: &'a Llm, path: &'a std::path::Path) -> Self {
+        ModelView {
+            path,
+            config: llm.config(),
+            tokenizer: &llm.tokenizer,
+            tokenizer_dir: llm.tokenizer_dir.as_deref(),
+            style: llm.style,
+        }
+    }
+}
+
+fn model_path(llm: &Llm) -> PathBuf {
+    llm.dir.clone().unwrap_or_else(|| PathBuf::from(&llm.name))
+}
+
 /// Fails unless `model` was trained on exactly the dataset's vocabulary: same tokens, same ids.
 /// The error names the first token that differs.
 pub fn check_vocab(model: &Llm, data: &Dataset) -> Result<()> {
-    let mine = &model.vocab;
+    check_tokens(&model.vocab, &model_path(model), data)
+}
+
+fn check_tokens(mine: &[String], path: &std::path::Path, data: &Dataset) -> Result<()> {
     let theirs = data.vocab.tokens();
-    if mine.as_slice() == theirs {
+    if mine == theirs {
         return Ok(());
     }
-    let path = model
-        .dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(&model.name));
     let first = mine.iter().zip(theirs).position(|(a, b)| a != b);
     let detail = match first {
         Some(i) => format!(
@@ -120,6 +148,12 @@ impl TokenSpace {
     /// Maps the dataset's codes into `llm`'s tokens with the profile `opts` chooses (detected
     /// when it chooses none).
     pub fn with_options(data: &Dataset, llm: &Llm, opts: &SpaceOptions) -> Result<TokenSpace> {
+        let path = model_path(llm);
+        Self::of_view(data, ModelView::of(llm, &path), opts)
+    }
+
+    /// [`TokenSpace::with_options`] for a model described by its files.
+    pub fn of_view(data: &Dataset, llm: ModelView, opts: &SpaceOptions) -> Result<TokenSpace> {
         let resolved = match &opts.profile {
             Some(choice) => profile::Resolved {
                 profile: Profile::load(choice)?,
@@ -127,7 +161,7 @@ impl TokenSpace {
             },
             None => profile::detect(&profile::Clues {
                 compact: llm.style == PromptStyle::Compact,
-                declared: llm.config().prompt_style.as_deref(),
+                declared: llm.config.prompt_style.as_deref(),
                 sid_markers: llm.tokenizer.token_to_id("<|sid_begin|>").is_some()
                     && llm.tokenizer.token_to_id("<|sid_end|>").is_some(),
                 has_chat_template: llm.tokenizer.chat_template.is_some(),
@@ -147,11 +181,17 @@ impl TokenSpace {
     /// The draft's view of the dataset under the target's profile (a draft is prompted exactly
     /// as its target).
     pub fn for_draft(&self, data: &Dataset, draft: &Llm) -> Result<TokenSpace> {
-        Self::build(data, draft, self.profile.clone(), self.profile_why.clone())
+        let path = model_path(draft);
+        Self::build(
+            data,
+            ModelView::of(draft, &path),
+            self.profile.clone(),
+            self.profile_why.clone(),
+        )
     }
 
-    fn build(data: &Dataset, llm: &Llm, profile: Profile, why: String) -> Result<TokenSpace> {
-        let model = llm.dir.clone().unwrap_or_else(|| PathBuf::from(&llm.name));
+    fn build(data: &Dataset, llm: ModelView, profile: Profile, why: String) -> Result<TokenSpace> {
+        let model = llm.path.to_path_buf();
         let compact_profile = matches!(profile.prompt, Prompt::Compact);
         if compact_profile != (llm.style == PromptStyle::Compact) {
             return Err(Error::invalid(
@@ -165,13 +205,16 @@ impl TokenSpace {
         }
         // The tokenizer as the profile's rules load it.
         let rules = profile.rules();
-        let tokenizer = match (&llm.tokenizer_dir, llm.style) {
+        let tokenizer = match (llm.tokenizer_dir, llm.style) {
             (Some(dir), PromptStyle::Reference) if rules != llm.tokenizer.rules => {
-                ModelTokenizer::load_dir(dir, Some(&llm.config().model_type), rules)?
+                ModelTokenizer::load_dir(dir, Some(&llm.config.model_type), rules)?
             }
             _ => llm.tokenizer.clone(),
         };
-        let vocab_size = llm.config().vocab_size as u32;
+        if llm.style == PromptStyle::Reference {
+            check_markers(&profile, &tokenizer, &model)?;
+        }
+        let vocab_size = llm.config.vocab_size as u32;
         let lookup = |token: &str| -> Result<u32> {
             match tokenizer.token_to_id(token) {
                 Some(id) if id < vocab_size => Ok(id),
@@ -198,7 +241,7 @@ impl TokenSpace {
         // A compact model's vocabulary is the dataset's own, id for id: trained on it, and
         // sessions print its tokens with the dataset's vocabulary.
         if llm.style == PromptStyle::Compact {
-            check_vocab(llm, data)?;
+            check_tokens(llm.tokenizer.vocab(), &model, data)?;
         }
         let mut model_of = Vec::with_capacity(data.vocab.len());
         let mut data_of = HashMap::new();
@@ -223,8 +266,9 @@ impl TokenSpace {
         let mut notes = Vec::new();
         // The fixed tokens around the codes, tokenized in context (the text after a code token
         // tokenizes as it does after the codes in the framework's own constraint).
-        let fill =
-            |text: &str| fill_specials(text, &tokenizer, llm).map_err(|m| Error::model(&model, m));
+        let fill = |text: &str| {
+            fill_specials(text, &tokenizer, llm.config).map_err(|m| Error::model(&model, m))
+        };
         let (before, after, prompt_suffix) = match (&profile.prompt, profile.decode.scores_fixed())
         {
             (Prompt::Compact, _) => (Vec::new(), Vec::new(), String::new()),
@@ -330,6 +374,88 @@ impl TokenSpace {
     /// The tokenizer the prompts are encoded with.
     pub fn tokenizer(&self) -> &ModelTokenizer {
         &self.tokenizer
+    }
+
+    /// What `inspect` says of the token space: the profile and why, the tokenizer rules and what
+    /// they changed, the fixed tokens, the constraint.
+    pub fn describe(&self) -> String {
+        let mut out = format!(
+            "  profile        {} ({})\n",
+            self.profile.name, self.profile_why
+        );
+        if !self.profile.description.is_empty() {
+            out.push_str(&format!("                 {}\n", self.profile.description));
+        }
+        if self.style == PromptStyle::Reference {
+            out.push_str(&format!(
+                "  tokenizer as   {} rules{}\n",
+                self.tokenizer.rules.name(),
+                match self.tokenizer.rules {
+                    TokenizerRules::Transformers =>
+                        " (AutoTokenizer.from_pretrained in transformers 5)",
+                    TokenizerRules::Transformers4 => " (AutoTokenizer in transformers 4)",
+                    TokenizerRules::File => " (tokenizer.json as written)",
+                }
+            ));
+        }
+        out.push_str(&format!(
+            "  decoding       {} tokens per item ({} codes{}), {} constraint{}\n",
+            self.trie.depth(),
+            self.levels,
+            if self.before.is_empty() && self.after.is_empty() {
+                String::new()
+            } else {
+                format!(" + {} fixed", self.before.len() + self.after.len())
+            },
+            match self.profile.decode.constraint {
+                Constraint::Trie => "trie",
+                Constraint::PerLevel => "per-level",
+            },
+            if self.profile.decode.scores_fixed()
+                || self.profile.decode.before.is_empty() && self.profile.decode.after.is_empty()
+            {
+                ""
+            } else {
+                "; fixed tokens skipped (--fixed-tokens skipped)"
+            }
+        ));
+        for n in &self.notes {
+            out.push_str(&format!("  note           {n}\n"));
+        }
+        out
+    }
+
+    /// A user's exact prompt for `inspect --user`: its text (pieces marked) and ids.
+    pub fn describe_prompt(&self, data: &Dataset, history: &[u32]) -> Result<String> {
+        let ids = self.prompt(data, history)?;
+        let mut out = String::new();
+        let pieces = self.prompt_pieces(data, history)?;
+        if pieces.len() > 1 {
+            out.push_str(&format!(
+                "  prompt text    {} pieces, each encoded on its own:\n",
+                pieces.len()
+            ));
+        } else {
+            out.push_str("  prompt text\n");
+        }
+        for (i, (text, mode)) in pieces.iter().enumerate() {
+            let how = match mode {
+                SpecialTokens::All => "with the tokenizer's special tokens",
+                SpecialTokens::None => "without special tokens",
+                SpecialTokens::BosFirst => "BOS first, no other special tokens",
+            };
+            out.push_str(&format!("    [{}] ({how}) {:?}\n", i + 1, text));
+        }
+        let toks = match self.style {
+            PromptStyle::Reference => self.tokenizer.tokens(&ids),
+            PromptStyle::Compact => ids
+                .iter()
+                .map(|&i| data.vocab.token(i).into_owned())
+                .collect(),
+        };
+        out.push_str(&format!("  prompt ids     {} tokens: {ids:?}\n", ids.len()));
+        out.push_str(&format!("  prompt tokens  {}\n", toks.join(" ")));
+        Ok(out)
     }
 
     /// Says how many of the dataset's code tokens the prompt's tokenization splits into pieces
@@ -585,12 +711,45 @@ impl TokenSpace {
     }
 }
 
+/// The special-looking markers a profile writes around the codes (`<|sid_begin|>`) must be
+/// tokens of the tokenizer: one that is not would be encoded in pieces, silently, and a
+/// checkpoint without it was trained with another format.
+fn check_markers(profile: &Profile, tok: &ModelTokenizer, model: &std::path::Path) -> Result<()> {
+    let re = regex::Regex::new(r"<\|[^<>|\s]+\|>").expect("valid pattern");
+    let mut texts = vec![
+        ("items.item", profile.items.item.as_str()),
+        ("decode.before", profile.decode.before.as_str()),
+        ("decode.after", profile.decode.after.as_str()),
+    ];
+    if let Prompt::Chat {
+        generation_prefix, ..
+    } = &profile.prompt
+    {
+        texts.push(("prompt.generation_prefix", generation_prefix.as_str()));
+    }
+    for (field, text) in texts {
+        for m in re.find_iter(text) {
+            if tok.token_to_id(m.as_str()).is_none() {
+                return Err(Error::model(
+                    model,
+                    format!(
+                        "the {} profile's {field} writes {}, which is not a token of this tokenizer (a checkpoint of another format? --profile chooses another)",
+                        profile.name,
+                        m.as_str()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `{eos}`, `{bos}`, `{pad}` and `{unk}` in a profile's text, replaced by the tokenizer's own
 /// token (tokenizer_config.json's, else config.json's `eos_token_id` / `bos_token_id`).
 fn fill_specials(
     text: &str,
     tok: &ModelTokenizer,
-    llm: &Llm,
+    config: &ModelConfig,
 ) -> std::result::Result<String, String> {
     let mut out = text.to_string();
     for name in ["eos", "bos", "pad", "unk"] {
@@ -599,8 +758,8 @@ fn fill_specials(
             continue;
         }
         let from_config = match name {
-            "eos" => llm.config().eos_token_id,
-            "bos" => llm.config().bos_token_id,
+            "eos" => config.eos_token_id,
+            "bos" => config.bos_token_id,
             _ => None,
         }
         .and_then(|id| tok.vocab().get(id as usize).cloned());

@@ -6,6 +6,8 @@
 //! Checked against transformers' own numbers: prompt ids, last-position logits, and the
 //! constrained beam-search lists; strict speculative decoding must give the same lists.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
@@ -99,7 +101,7 @@ fn prompts_and_logits_equal_transformers() {
             let history = ids(&u["history"]);
             let prompt = space.prompt(&data, &history).unwrap();
             assert_eq!(prompt, ids(&u["prompt_ids"]), "{name} user {}", u["user"]);
-            let logp = last_logits(&m, &prompt);
+            let logp = common::last_logits(&m, &prompt);
             let hf: Vec<f32> = u["last_logits"]
                 .as_array()
                 .unwrap()
@@ -114,32 +116,6 @@ fn prompts_and_logits_equal_transformers() {
         eprintln!("{name}: largest logit difference from transformers {worst:.2e}");
         assert!(worst <= F32_TOL, "{name}: logits differ by {worst}");
     }
-}
-
-/// Raw logits at the prompt's last position (log-softmax undone is not needed: compare logits).
-fn last_logits(m: &Llm, prompt: &[u32]) -> Vec<f32> {
-    use atspeed::model::KvCache;
-    let t = prompt.len();
-    let mask = atspeed::model::causal_mask(t);
-    let pos: Vec<u32> = (0..t as u32).collect();
-    let dev = m.device();
-    let tok = candle_core::Tensor::from_slice(prompt, (1, t), dev).unwrap();
-    let pos_t = candle_core::Tensor::from_slice(&pos, (1, t), dev).unwrap();
-    let mask_t = candle_core::Tensor::from_slice(&mask, (1, t, t), dev).unwrap();
-    let rotary = m.model.rotary(&pos_t).unwrap();
-    let mut cache = KvCache::new(m.config().num_hidden_layers);
-    let hidden = m
-        .model
-        .hidden(&tok, &rotary, &mask_t, Some(&mut cache), false)
-        .unwrap();
-    let last = hidden.squeeze(0).unwrap().narrow(0, t - 1, 1).unwrap();
-    m.model
-        .logits(&last)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
 }
 
 fn assert_same_list(got: &[atspeed::decode::BeamView], want: &[(Vec<u32>, f32)], what: &str) {

@@ -227,11 +227,17 @@ impl Adapter {
                 ),
             )
         };
-        // Group the adapter's tensors by the module they change.
+        // Group the adapter's tensors by the module they change. Whole tensors are chosen by
+        // name, never by their order: current PEFT saves a resized layer as `X.weight` and
+        // `X.modules_to_save.weight` (the trained copy, used) and `X.original_module.weight`
+        // (the base's rows, never used).
         let mut pairs: HashMap<String, (Option<String>, Option<String>, bool)> = HashMap::new();
-        let mut whole: Vec<(String, String)> = Vec::new();
+        let mut best: HashMap<String, (WholeRole, String)> = HashMap::new();
         for key in self.tensors.keys() {
-            let k = strip_prefix(key);
+            let (k, role) = whole_role(key);
+            if role == WholeRole::Original {
+                continue;
+            }
             match lora_part(&k) {
                 Some((module, part)) => {
                     let e = pairs.entry(module).or_insert((None, None, false));
@@ -246,9 +252,15 @@ impl Adapter {
                         format!("tensor {key} is not a LoRA matrix this merge knows (lora_A, lora_B, lora_embedding_A/B weights)"),
                     ))
                 }
-                None => whole.push((k, key.clone())),
+                None => match best.get(&k) {
+                    Some((r, _)) if *r >= role => {}
+                    _ => {
+                        best.insert(k, (role, key.clone()));
+                    }
+                },
             }
         }
+        let mut whole: Vec<(String, String)> = best.into_iter().map(|(n, (_, k))| (n, k)).collect();
         let mut plan = MergePlan::default();
         whole.sort();
         for (name, key) in whole {
@@ -424,9 +436,43 @@ fn scaling(alpha: f64, r: usize, rslora: bool) -> f64 {
 
 /// `base_model.model.X` -> `X`, without PEFT's adapter-name and wrapper segments.
 fn strip_prefix(key: &str) -> String {
+    whole_role(key).0
+}
+
+/// What a saved tensor that is not a LoRA matrix is, by PEFT's names (strongest last).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum WholeRole {
+    /// `X.original_module.weight`: the base's own rows, kept beside a trained copy.
+    Original,
+    /// `X.weight` (older PEFT, or the copy current PEFT writes under the plain name) and
+    /// `X.base_layer.weight` (a resized base under a LoRA-adapted embedding).
+    Plain,
+    /// `X.modules_to_save[.ADAPTER].weight`: the trained copy.
+    Trained,
+}
+
+/// The base name of a saved tensor (`base_model.model.` and PEFT's wrapper segments removed)
+/// and its role.
+fn whole_role(key: &str) -> (String, WholeRole) {
     let k = key.strip_prefix("base_model.model.").unwrap_or(key);
-    k.replace(".modules_to_save.default", "")
-        .replace(".original_module", "")
+    if let Some(i) = k.find(".original_module.") {
+        return (
+            format!("{}.{}", &k[..i], last(&k[i..])),
+            WholeRole::Original,
+        );
+    }
+    if let Some(i) = k.find(".modules_to_save.") {
+        return (format!("{}.{}", &k[..i], last(&k[i..])), WholeRole::Trained);
+    }
+    if let Some(i) = k.find(".base_layer.") {
+        return (format!("{}.{}", &k[..i], last(&k[i..])), WholeRole::Plain);
+    }
+    (k.to_string(), WholeRole::Plain)
+}
+
+/// The last dotted segment (`weight`).
+fn last(k: &str) -> &str {
+    k.rsplit('.').next().unwrap_or(k)
 }
 
 enum LoraPart {
@@ -486,6 +532,18 @@ mod tests {
         assert_eq!(
             strip_prefix("base_model.model.lm_head.modules_to_save.default.weight"),
             "lm_head.weight"
+        );
+        assert_eq!(
+            whole_role("base_model.model.lm_head.modules_to_save.weight"),
+            ("lm_head.weight".into(), WholeRole::Trained)
+        );
+        assert_eq!(
+            whole_role("base_model.model.model.embed_tokens.original_module.weight"),
+            ("model.embed_tokens.weight".into(), WholeRole::Original)
+        );
+        assert_eq!(
+            whole_role("base_model.model.model.embed_tokens.base_layer.weight").0,
+            "model.embed_tokens.weight"
         );
         assert!(lora_part("model.embed_tokens.weight").is_none());
         assert!(lora_part("model.layers.0.self_attn.q_proj.lora_B.bias").is_none());

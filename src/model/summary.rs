@@ -10,7 +10,7 @@ use safetensors::SafeTensors;
 
 use super::config::ModelConfig;
 use super::lora::{self, Adapter, AdapterInfo};
-use super::tokenizer::{detect_style, PromptStyle, TokenizerKind};
+use super::tokenizer::{detect_style, ModelTokenizer, PromptStyle, TokenizerKind, TokenizerRules};
 use super::{checkpoint, weights};
 use crate::ids::vocab::parse_code_token;
 use crate::{Error, Result};
@@ -33,12 +33,33 @@ pub struct CheckpointSummary {
     pub adapter: Option<AdapterInfo>,
     /// Embedding rows an adapter saves (LC-Rec's resized vocabulary), if any.
     pub adapter_rows: Option<usize>,
+    /// The tokenizer as loaded, and the folder it came from.
+    pub loaded_tokenizer: ModelTokenizer,
+    pub tokenizer_dir: PathBuf,
+}
+
+impl CheckpointSummary {
+    /// What a token space needs of the checkpoint, without its weights.
+    pub fn view(&self) -> crate::space::ModelView<'_> {
+        crate::space::ModelView {
+            path: &self.dir,
+            config: &self.config,
+            tokenizer: &self.loaded_tokenizer,
+            tokenizer_dir: Some(&self.tokenizer_dir),
+            style: self.style,
+        }
+    }
 }
 
 /// Describes the checkpoint (or adapter over `base`) in `dir`, and checks everything a load
 /// would check except the weights' values: the config, the tokenizer against the embedding, the
 /// tensor shapes in the headers against the config, and an adapter against its base.
-pub fn summarize(dir: &Path, base: Option<&Path>) -> Result<CheckpointSummary> {
+/// `rules` chooses how the tokenizer files load (transformers 5 when `None`).
+pub fn summarize(
+    dir: &Path,
+    base: Option<&Path>,
+    rules: Option<TokenizerRules>,
+) -> Result<CheckpointSummary> {
     let adapter = if lora::is_adapter(dir) {
         Some(Adapter::load(dir)?)
     } else {
@@ -65,7 +86,11 @@ pub fn summarize(dir: &Path, base: Option<&Path>) -> Result<CheckpointSummary> {
         Some(a) if a.info.dir.join(checkpoint::TOKENIZER).is_file() => a.info.dir.clone(),
         _ => ckpt.clone(),
     };
-    let tok = checkpoint::read_tokenizer(&tok_dir)?;
+    let tok = checkpoint::read_tokenizer_as(
+        &tok_dir,
+        Some(&config.model_type),
+        rules.unwrap_or_default(),
+    )?;
     let mut found: HashMap<String, Vec<usize>> = HashMap::new();
     for file in weights::weight_files(&ckpt)? {
         let bytes = std::fs::File::open(&file).map_err(|e| Error::io(&file, e))?;
@@ -144,6 +169,8 @@ pub fn summarize(dir: &Path, base: Option<&Path>) -> Result<CheckpointSummary> {
         code_ids: lo_hi,
         adapter_rows: adapter.as_ref().and_then(|a| a.saved_embedding_rows()),
         adapter: adapter.map(|a| a.info),
+        loaded_tokenizer: tok,
+        tokenizer_dir: tok_dir,
     })
 }
 

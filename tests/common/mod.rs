@@ -34,3 +34,30 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// Raw logits at the prompt's last position, through the plain (non-tree) forward pass.
+pub fn last_logits(m: &Llm, prompt: &[u32]) -> Vec<f32> {
+    let t = prompt.len();
+    let mask = atspeed::model::causal_mask(t);
+    let pos: Vec<u32> = (0..t as u32).collect();
+    let dev = m.device();
+    let tok = candle_core::Tensor::from_slice(prompt, (1, t), dev).unwrap();
+    let pos_t = candle_core::Tensor::from_slice(&pos, (1, t), dev).unwrap();
+    let mask_t = candle_core::Tensor::from_slice(&mask, (1, t, t), dev).unwrap();
+    let rotary = m.model.rotary(&pos_t).unwrap();
+    let mut cache = KvCache::new(m.config().num_hidden_layers);
+    let hidden = m
+        .model
+        .hidden(&tok, &rotary, &mask_t, Some(&mut cache), false)
+        .unwrap();
+    let last = hidden.squeeze(0).unwrap().narrow(0, t - 1, 1).unwrap();
+    m.model
+        .logits(&last)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_dtype(candle_core::DType::F32)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+}
