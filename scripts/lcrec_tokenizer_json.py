@@ -10,7 +10,10 @@ code tokens as `normalized: true`, matched after the `▁` normalizer, so `<b_69
 tokenizer, which splits on them first. Verified against the slow LlamaTokenizer (legacy and not)
 with transformers 4.41.0, 4.46.3, 4.57.6 and 5.24.0: the same ids on every LC-Rec prompt.
 Transformers 5 writes a Metaspace pre-tokenizer where the legacy slow tokenizer prepends `▁` to
-every piece; the last step restores the legacy normalizer (a no-op on 4.x).
+every piece; the last step restores the legacy normalizer (a no-op on 4.x). Transformers 5's
+LlamaTokenizer would also rebuild that pipeline at load (Metaspace, scheme from `legacy`), so
+tokenizer_config.json is set to `PreTrainedTokenizerFast`: transformers 5, and atspeed with its
+default rules, then load this tokenizer.json as written, i.e. as the slow tokenizer encodes.
 """
 import json
 import os
@@ -33,4 +36,8 @@ if legacy:
         {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]}
     j["pre_tokenizer"] = None
     json.dump(j, open(p, "w"), ensure_ascii=False, indent=2)
-print(f"wrote {d}/tokenizer.json")
+c = f"{d}/tokenizer_config.json"
+cfg = json.load(open(c))
+cfg["tokenizer_class"] = "PreTrainedTokenizerFast"  # load the file as written (see above)
+json.dump(cfg, open(c, "w"), ensure_ascii=False, indent=2)
+print(f"wrote {d}/tokenizer.json (and tokenizer_class PreTrainedTokenizerFast)")

@@ -99,6 +99,9 @@ pub fn load_target(
     for n in &space.notes {
         log::info!("{}: {n}", dir.display());
     }
+    if let Some(c) = crate::decode::ScoreTolerance::caveat(m.model.dtype()) {
+        log::info!("{}: {c}", dir.display());
+    }
     Ok((m, space))
 }
 

@@ -386,6 +386,9 @@ struct RecommendArgs {
     user: u32,
     #[arg(long, default_value_t = 10)]
     k: usize,
+    /// Print the user, its prompt ids and the list (tokens, scores, items, titles) as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -786,6 +789,14 @@ fn recommend(a: RecommendArgs) -> Result<()> {
         &params,
         a.common.seed,
     )?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r.to_json())?);
+        return Ok(());
+    }
+    if let Some(c) = atspeed::decode::ScoreTolerance::caveat(w.target.model.dtype()) {
+        println!("note: {c}");
+    }
+    println!("profile {} ({})", w.space.profile.name, w.space.profile_why);
     println!("{r}");
     Ok(())
 }
@@ -854,6 +865,9 @@ fn inspect(
     let (_, opts) = profile.options()?;
     let summary = atspeed::model::summarize(dir, base, opts.rules)?;
     println!("{summary}");
+    if let Some(c) = atspeed::decode::ScoreTolerance::caveat(summary.stored) {
+        println!("  note           with --dtype auto (the default), {c}");
+    }
     let data = match (data, user) {
         (Some(d), _) => d,
         (None, Some(_)) => default_asset("beauty"),

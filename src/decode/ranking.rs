@@ -74,6 +74,21 @@ impl ScoreTolerance {
     pub fn agree(&self, a: f32, b: f32) -> bool {
         (a - b).abs() <= self.allowed(a, b)
     }
+
+    /// What a run in `dtype` should say once: narrower than f32, items whose scores lie within
+    /// the tolerance may swap against an f32 reference (transformers' f32 lists). `None` in f32.
+    pub fn caveat(dtype: DType) -> Option<String> {
+        if matches!(dtype, DType::F32 | DType::F64) {
+            return None;
+        }
+        let t = Self::for_dtype(dtype);
+        Some(format!(
+            "computing in {}: items whose scores lie within {} + {}|s| of each other may swap against an f32 reference; --dtype f32 reproduces transformers' f32 lists",
+            crate::model::checkpoint::dtype_name(dtype),
+            t.abs,
+            t.rel
+        ))
+    }
 }
 
 /// The verdict of [`compare_lists`].

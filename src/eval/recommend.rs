@@ -19,6 +19,12 @@ pub struct Recommendation {
     pub beams: Vec<BeamView>,
     /// How the list was made (search, passes, time).
     pub how: String,
+    /// The prompt's model ids.
+    pub prompt: Vec<u32>,
+    pub target_passes: usize,
+    /// The list as JSON rows (rank, tokens, score, identifier, items, titles, hit).
+    rows: Vec<serde_json::Value>,
+    profile: String,
     lines_history: Vec<String>,
     lines_truth: Vec<String>,
     lines_beams: Vec<String>,
@@ -36,14 +42,14 @@ pub fn recommend(
     seed: u64,
 ) -> Result<Recommendation> {
     let prompt = space.prompt(data, &sample.history)?;
-    let (beams, how) = match draft {
+    let (beams, how, target_passes) = match draft {
         None => {
             let b = beam_search(target, &space.trie, &prompt, params.k)?;
             let how = format!(
                 "target-only beam search, {} target passes, {:.1} ms",
                 b.target_passes, b.time_ms
             );
-            (b.beams, how)
+            (b.beams, how, b.target_passes)
         }
         Some(draft) => {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -58,7 +64,8 @@ pub fn recommend(
                 t.draft_passes(),
                 t.speculative_ms()
             );
-            (t.beams, how)
+            let passes = t.target_passes();
+            (t.beams, how, passes)
         }
     };
     let item_line = |item: u32| {
@@ -70,18 +77,29 @@ pub fn recommend(
     };
     let lines_history = sample.history.iter().map(|&i| item_line(i)).collect();
     let lines_truth = sample.target_items.iter().map(|&i| item_line(i)).collect();
+    let mut rows = Vec::with_capacity(beams.len());
     let lines_beams = beams
         .iter()
         .enumerate()
         .map(|(rank, b)| {
             let ident: Option<Identifier> = space.identifier(&b.tokens);
             let hit = ident.is_some_and(|i| sample.targets.contains(&i));
-            let titles: Vec<String> = ident
+            let items = ident
                 .map(|i| data.items_of(&i).to_vec())
-                .unwrap_or_default()
-                .into_iter()
-                .map(|i| printable(&data.title(i)).into_owned())
+                .unwrap_or_default();
+            let titles: Vec<String> = items
+                .iter()
+                .map(|&i| printable(&data.title(i)).into_owned())
                 .collect();
+            rows.push(serde_json::json!({
+                "rank": rank + 1,
+                "tokens": b.tokens,
+                "score": b.score,
+                "identifier": ident.map(|i| data.vocab.render(&i)),
+                "items": items,
+                "titles": titles,
+                "hit": hit,
+            }));
             format!(
                 "{:>3} {} {:>9.4}  {}  {}",
                 rank + 1,
@@ -96,10 +114,30 @@ pub fn recommend(
         sample,
         beams,
         how,
+        prompt,
+        target_passes,
+        rows,
+        profile: space.profile.name.clone(),
         lines_history,
         lines_truth,
         lines_beams,
     })
+}
+
+impl Recommendation {
+    /// The user, its prompt ids and the list, as JSON (`recommend --json`).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "user": self.sample.user,
+            "history": self.sample.history,
+            "ground_truth": self.sample.target_items,
+            "profile": self.profile,
+            "prompt_ids": self.prompt,
+            "how": self.how,
+            "target_passes": self.target_passes,
+            "beams": self.rows,
+        })
+    }
 }
 
 impl fmt::Display for Recommendation {
