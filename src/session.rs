@@ -199,7 +199,36 @@ pub struct SessionHeader {
     /// Tokens per decoded sequence: L plus the format's fixed tokens.
     #[serde(default = "lcrec_levels")]
     pub length: usize,
+    /// Fixed tokens generated before the codes (the codes are `fixed_before..fixed_before + L`
+    /// of every sequence).
+    #[serde(default)]
+    pub fixed_before: usize,
+    /// The most drafted steps a decode can accept (AS's top: L - 1, or L when fixed tokens
+    /// follow the codes); `None` in sessions written before: L - 1.
+    #[serde(default)]
+    pub max_accepted: Option<usize>,
 }
+
+impl SessionHeader {
+    /// The identifier codes of a decoded sequence (all of it when it is not a whole sequence).
+    pub fn codes<'a>(&self, tokens: &'a [u32]) -> &'a [u32] {
+        if tokens.len() == self.length && self.fixed_before + self.levels <= tokens.len() {
+            &tokens[self.fixed_before..self.fixed_before + self.levels]
+        } else {
+            tokens
+        }
+    }
+
+    /// The most drafted steps a decode accepts (see [`SessionHeader::max_accepted`]).
+    pub fn most_accepted(&self) -> usize {
+        self.max_accepted
+            .unwrap_or(self.levels.saturating_sub(1))
+            .min(crate::eval::speed::MAX_DRAFTED)
+    }
+}
+
+/// Most token names a session header may list (a catalogue's codes and fixed tokens).
+const MAX_NAMED_TOKENS: usize = 1 << 20;
 
 fn lcrec_levels() -> usize {
     crate::ids::LCREC_LEVELS
@@ -254,9 +283,26 @@ impl Session {
     /// names the field, e.g. `users[3].run.trace.rounds[0].nodes[7].parent: 99 is out of range
     /// (7 nodes)`.
     pub fn validate(&self) -> std::result::Result<(), String> {
-        let vocab = Vocab::from_tokens(self.header.vocab.clone())
-            .map_err(|e| format!("header.vocab: {e}"))?;
-        let v = vocab.len();
+        // A compact vocabulary bounds token ids by its length; an LLM tokenizer's session keeps
+        // only the names of the tokens a decode generates (codes and fixed tokens), by id.
+        let v = if self.header.vocab.is_empty() && !self.header.token_names.is_empty() {
+            let n = self.header.token_names.len();
+            if n > MAX_NAMED_TOKENS {
+                return Err(format!(
+                    "header.token_names: {n} names, more than {MAX_NAMED_TOKENS}"
+                ));
+            }
+            self.header
+                .token_names
+                .iter()
+                .map(|(id, _)| *id as usize + 1)
+                .max()
+                .unwrap_or(0)
+        } else {
+            Vocab::from_tokens(self.header.vocab.clone())
+                .map_err(|e| format!("header.vocab: {e}"))?
+                .len()
+        };
         if self.users.is_empty() {
             return Err("users: the session records no users".into());
         }
@@ -357,6 +403,8 @@ mod tests {
             token_names: Vec::new(),
             levels: 4,
             length: 4,
+            fixed_before: 0,
+            max_accepted: None,
         });
         let params = DecodeParams {
             n: 2,

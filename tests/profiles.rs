@@ -440,3 +440,117 @@ fn bad_profiles_get_one_clear_error() {
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("item 5 has 2 tokens, expected 3"), "{e}");
 }
+
+/// A 3-level dataset with MiniOneRec's fixed `\n` + EOS runs through the live explorer, is
+/// recorded as a session, and replays from it (snapshot at 120x40: titles found through the
+/// codes, forced levels drawn in the tree, AS up to 3 since the last code is drafted too).
+#[cfg(feature = "tui")]
+#[test]
+fn a_minionerec_run_records_and_replays_in_the_explorer() {
+    use atspeed::decode::PhaseTimes;
+    use atspeed::session::{Session, UserRecord};
+    use atspeed::tui::engine::Engine;
+    use atspeed::tui::live::{live_app, ExplorerContext, TuneSettings};
+    use atspeed::tui::{replay, update, Action, Command, EngineEvent, Params};
+
+    let f = fixtures()
+        .into_iter()
+        .find(|f| f.name == "minionerec")
+        .unwrap();
+    let (data, target, space) = load(&f);
+    let draft = load_draft(
+        f.draft.as_ref().unwrap(),
+        None,
+        &data,
+        &Placement::cpu_f32(),
+        &space,
+    )
+    .unwrap();
+    let ctx = ExplorerContext {
+        dataset: data,
+        space,
+        target,
+        drafts: vec![("draft".into(), draft)],
+        device: "cpu".into(),
+        params: Params {
+            decode: DecodeParams {
+                mode: Mode::Strict,
+                n: 10,
+                k: 5,
+                gamma: 3,
+                draft_mass: None,
+            },
+            draft: 0,
+        },
+        seed: 7,
+        history: 20,
+        user: Some(3),
+        tune: TuneSettings::off(),
+    };
+    let (mut app, mut engine) = live_app(ctx).unwrap();
+    assert!(
+        app.header.target.contains("minionerec profile"),
+        "{}",
+        app.header.target
+    );
+    assert_eq!(
+        (
+            app.header.levels,
+            app.header.length,
+            app.header.most_accepted()
+        ),
+        (3, 5, 3)
+    );
+    app.start();
+    let Some(Command::Decode { user, params, .. }) = app.outbox.pop() else {
+        panic!("the explorer asks for the first user");
+    };
+    let mut run = engine.decode(user, &params).unwrap();
+    // Times are the machine's: fixed ones keep the snapshot stable.
+    for r in &mut run.trace.rounds {
+        r.times = PhaseTimes {
+            draft_ms: 1.0,
+            verify_ms: 2.0,
+            other_ms: 0.5,
+            ..Default::default()
+        };
+    }
+    run.trace.wall_ms = 3.5 * run.trace.rounds.len() as f64;
+    run.baseline.time_ms = 7.0;
+    let mut session = Session::new(app.header.clone());
+    session.push(UserRecord {
+        user: app.users[0].clone(),
+        run,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mini.json");
+    session.save(&path).unwrap();
+    let loaded = Session::load(&path).unwrap();
+    assert_eq!(loaded, session);
+    let (mut app, mut engine) = replay::replay_app(&loaded, &path);
+    app.start();
+    for cmd in std::mem::take(&mut app.outbox) {
+        if let Command::Decode {
+            generation,
+            user,
+            params,
+        } = cmd
+        {
+            let ev = EngineEvent::decoded(generation, user, engine.decode(user, &params));
+            update(&mut app, Action::Engine(ev));
+        }
+    }
+    update(&mut app, Action::RunToEnd);
+    let mut term = ratatui::Terminal::new(ratatui::backend::TestBackend::new(120, 40)).unwrap();
+    term.draw(|fr| atspeed::tui::render(&mut app, fr)).unwrap();
+    // The header names the session file, whose temporary folder changes from run to run.
+    let text = regex::Regex::new(r"\.tmp[A-Za-z0-9]{6}")
+        .unwrap()
+        .replace_all(&term.backend().to_string(), ".tmpXXXXXX")
+        .into_owned();
+    assert!(
+        text.contains("Neutrogena"),
+        "titles through the codes:\n{text}"
+    );
+    insta::assert_snapshot!("minionerec_replay_120x40", text);
+}

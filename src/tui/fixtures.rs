@@ -79,6 +79,8 @@ pub fn header() -> SessionHeader {
         token_names: Vec::new(),
         levels: ID_LEN,
         length: ID_LEN,
+        fixed_before: 0,
+        max_accepted: None,
     }
 }
 

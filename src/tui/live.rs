@@ -405,7 +405,7 @@ pub fn user_view(ds: &Dataset, space: &TokenSpace, s: &Sample) -> UserView {
             .targets
             .iter()
             .map(|id| TruthEntry {
-                tokens: space.model_tokens(id).to_vec(),
+                tokens: space.sequence(id),
                 ident: ds.vocab.render(id),
                 titles: ds.items_of(id).iter().map(|&i| title(i)).collect(),
             })
@@ -439,7 +439,7 @@ pub fn live_app(ctx: ExplorerContext) -> crate::Result<(App, LiveEngine)> {
         dataset: ds.name.clone(),
         // Architecture and prompt style: what a user debugging their own model checks first.
         target: format!(
-            "target {} {}{} ({} prompt)",
+            "target {} {}{} ({} profile)",
             ctx.target.config().model_type,
             ctx.target.describe(),
             if ctx.target.adapter.is_some() {
@@ -447,7 +447,7 @@ pub fn live_app(ctx: ExplorerContext) -> crate::Result<(App, LiveEngine)> {
             } else {
                 ""
             },
-            ctx.space.style.name()
+            ctx.space.profile.name
         ),
         drafts: ctx
             .drafts
@@ -468,6 +468,13 @@ pub fn live_app(ctx: ExplorerContext) -> crate::Result<(App, LiveEngine)> {
         },
         levels: ds.levels,
         length: ctx.space.trie.depth(),
+        fixed_before: ctx.space.before.len(),
+        max_accepted: Some(
+            ctx.space.trie.forced()[..ctx.space.trie.depth() - 1]
+                .iter()
+                .filter(|&&f| !f)
+                .count(),
+        ),
     };
     let users = samples
         .iter()
@@ -476,6 +483,14 @@ pub fn live_app(ctx: ExplorerContext) -> crate::Result<(App, LiveEngine)> {
     let mut params = ctx.params.clone();
     params.draft = params.draft.min(ctx.drafts.len() - 1);
     let mut app = App::new(header, users, params);
+    app.startup_notes.push(format!(
+        "profile {} ({})",
+        ctx.space.profile.name, ctx.space.profile_why
+    ));
+    app.startup_notes.extend(ctx.space.notes.iter().cloned());
+    if let Some(c) = crate::decode::ScoreTolerance::caveat(ctx.target.model.dtype()) {
+        app.startup_notes.push(c);
+    }
     let tuning = tuning(
         &ds,
         &ctx.space,

@@ -250,6 +250,9 @@ fn init_logger() -> bool {
 /// (not from inside another tokio runtime).
 pub fn run_app(mut app: App, engine: Box<dyn Engine>) -> Result<()> {
     app.use_tui_logger = init_logger();
+    for n in &app.startup_notes {
+        log::info!(target: "explorer", "{n}");
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()

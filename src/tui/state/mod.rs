@@ -438,6 +438,8 @@ pub struct App {
     /// What the explorer narrated (phases, results); the log panel shows these when the
     /// tui-logger widget is not in use (tests, or another logger was installed first).
     pub narration: Vec<String>,
+    /// Said once in the log when the explorer starts (the profile, a narrow dtype's caveat).
+    pub startup_notes: Vec<String>,
     pub use_tui_logger: bool,
     pub outbox: Vec<Command>,
     pub quit: bool,
@@ -487,6 +489,7 @@ impl App {
             farewell: Vec::new(),
             status: String::new(),
             narration: Vec::new(),
+            startup_notes: Vec::new(),
             use_tui_logger: false,
             outbox: Vec::new(),
             quit: false,
@@ -1297,7 +1300,7 @@ pub fn update(app: &mut App, action: Action) {
         }
         Action::IncGamma | Action::DecGamma => {
             // More than L - 1 drafted steps can never be used.
-            let most = app.header.levels.saturating_sub(1).max(1);
+            let most = app.header.most_accepted().max(1);
             let p = &mut app.params.decode;
             let g = match action {
                 Action::IncGamma => (p.gamma + 1).min(most),

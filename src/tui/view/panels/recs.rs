@@ -11,7 +11,6 @@ use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
 use crate::decode::trace::{BeamView, Mode};
-use crate::ids::Vocab;
 use crate::session::{UserRun, UserView};
 use crate::tui::state::App;
 use crate::tui::view::layout::PanelId;
@@ -52,7 +51,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
                 &run.trace.beams,
                 run,
                 u,
-                &app.vocab,
+                app,
                 lists.width as usize,
             ))
             .scroll(scroll),
@@ -70,7 +69,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
                 &run.trace.beams,
                 run,
                 u,
-                &app.vocab,
+                app,
                 w,
             ))
             .scroll(scroll),
@@ -82,7 +81,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
                 &run.baseline.beams,
                 run,
                 u,
-                &app.vocab,
+                app,
                 w,
             ))
             .scroll(scroll),
@@ -137,16 +136,17 @@ fn list_lines(
     beams: &[BeamView],
     run: &UserRun,
     user: &UserView,
-    vocab: &Vocab,
+    app: &App,
     width: usize,
 ) -> Vec<Line<'static>> {
+    let (vocab, header) = (&app.vocab, &app.header);
     let mut lines = Vec::new();
     if let Some((name, _)) = other {
         lines.push(Line::styled(name.to_string(), theme::bold()));
     }
     for (i, b) in beams.iter().enumerate() {
         let hit = user.is_hit(&b.tokens);
-        let ident = vocab.render(&b.tokens);
+        let ident = vocab.render(header.codes(&b.tokens));
         let title = run
             .titles
             .get(&ident)

@@ -85,7 +85,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
                 if chart.height >= 3 {
                     speedup_chart(s, frame, chart);
                 }
-                foot_lines.push(histogram(s, app.header.levels.saturating_sub(1)));
+                foot_lines.push(histogram(s, app.header.most_accepted()));
             }
             ChartKind::Width => {
                 if chart.height >= 3 && !width_chart(app, s, frame, chart) {
@@ -98,7 +98,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
                 foot_lines.push(width_summary(s));
             }
         }
-        foot_lines.push(step_acceptance(s, app.header.levels.saturating_sub(1)));
+        foot_lines.push(step_acceptance(s, app.header.most_accepted()));
         let t = s.mean_times();
         foot_lines.push(Line::raw(format!(
             "ms: draft {:.1} verify {:.1} other {:.1}",
