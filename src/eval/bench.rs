@@ -455,7 +455,16 @@ impl BenchReport {
             },
             self.per_k.first().map(|k| k.users).unwrap_or(0)
         );
-        s.push_str("| K | N | gamma | WS (totals) | WS (mean) | bound | ceiling | AS | acc d1/d2/d3 | target passes base->spec | draft passes | base ms | spec ms | draft / verify / other ms | identical (+ near-ties) | Recall@5 | NDCG@5 |\n");
+        // One acceptance column per drafted step the format has (d1/d2/d3 for 4-token ids).
+        let steps = self
+            .per_k
+            .iter()
+            .map(|r| r.depth_acceptance.len())
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let acc_head: Vec<String> = (1..=steps).map(|d| format!("d{d}")).collect();
+        s.push_str(&format!("| K | N | gamma | WS (totals) | WS (mean) | bound | ceiling | AS | acc {} | target passes base->spec | draft passes | base ms | spec ms | draft / verify / other ms | identical (+ near-ties) | Recall@5 | NDCG@5 |\n", acc_head.join("/")));
         s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         for r in &self.per_k {
             let acc: Vec<String> = r
@@ -498,7 +507,8 @@ impl BenchReport {
         s.push_str(
             "\nbound: baseline over the speculative model-pass time (the measured acceptance, no host \
              overhead); ceiling: baseline over the passes needed if every drafted step were accepted \
-             (gamma 3: 1 target + 3 draft passes; gamma 1 or 2: 2 + 2) at the measured pass costs.\n",
+             under this format's round structure (4-token identifiers: gamma 3 costs 1 target + 3 \
+             draft passes, gamma 1 or 2 cost 2 + 2) at the measured pass costs.\n",
         );
         s.push_str(&format!(
             "average over K: WS (totals) {:.2}, WS (mean) {:.2}, AS {:.2}, non-model time {:.1}%; pass costs: target {:.2} ms, draft {:.2} ms\n",
